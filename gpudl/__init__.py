@@ -1,0 +1,15 @@
+"""gpudl: a small deep-learning framework whose tensors run on NumPy (CPU) or CuPy (CUDA GPUs).
+
+``GPUDL_BACKEND=numpy|cupy|auto`` picks where new tensors live (``auto``: a usable CUDA GPU
+if there is one, else the CPU).
+"""
+from . import autograd
+from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad
+from .backend import (BackendError, Device, bool_, default_device, float16, float32, float64, int8, int16, int32,
+                      int64, manual_seed, set_default_device, uint8)
+from .factories import (arange, empty, full, full_like, ones, ones_like, rand, randint, randn, tensor, zeros,
+                        zeros_like)
+from .ops import *  # noqa: F401,F403
+from .tensor import Tensor
+
+__version__ = "0.1.0"

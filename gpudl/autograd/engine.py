@@ -1,0 +1,176 @@
+"""Reverse-mode traversal of the graph: ``backward`` and ``grad``.
+
+Nodes are visited in reverse topological order found by an iterative depth-first search,
+so graphs of any depth (a 40,000-op chain) work without recursion.
+"""
+from .. import backend as _backend
+
+_FREED = ("Trying to backward through the graph a second time (or to use it after it was freed); "
+          "pass retain_graph=True to the first backward() if you need to do this")
+
+
+def _topological_order(roots):
+    """Functions reachable from ``roots``, each listed after every function that consumes its outputs."""
+    order = []
+    visited = set()
+    stack = [(fn, False) for fn in roots]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        if fn in visited:
+            continue
+        visited.add(fn)
+        if fn.inputs is None:
+            raise RuntimeError(_FREED)
+        stack.append((fn, True))
+        for value in fn.inputs:
+            producer = getattr(value, "grad_fn", None)
+            if producer is not None and producer not in visited:
+                stack.append((producer, False))
+    order.reverse()
+    return order
+
+
+def _sum_to_shape(grad, shape):
+    """Sum ``grad`` over the axes along which an input of ``shape`` was broadcast."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + k for k, n in enumerate(shape) if n == 1 and grad.shape[lead + k] != 1)
+    grad = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return grad.reshape(shape)
+
+
+def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
+    """Propagate ``grad_outputs`` from ``outputs`` to every tensor that requires grad.
+
+    Leaves accumulate into ``.grad``; with ``capture`` (a dict keyed by tensor id) the
+    gradients of those tensors are collected there instead and no ``.grad`` is touched.
+    """
+    pending = {}
+    roots = []
+    for out, grad in zip(outputs, grad_outputs):
+        if capture is not None and id(out) in capture:
+            capture[id(out)] = grad if capture[id(out)] is None else capture[id(out)] + grad
+        if out.grad_fn is None:
+            if capture is None:
+                _accumulate_leaf(out, grad)
+            continue
+        slots = pending.setdefault(out.grad_fn, [None] * out.grad_fn.n_outputs)
+        k = out._output_index
+        slots[k] = grad if slots[k] is None else slots[k] + grad
+        roots.append(out.grad_fn)
+
+    for fn in _topological_order(roots):
+        grads = pending.pop(fn, None)
+        if grads is None:
+            continue
+        fn.check_saved_versions()
+        if fn.backend.needs_device_context:
+            reference = next(g for g in grads if g is not None)
+            with fn.backend.context(fn.backend.device_of(reference)):
+                input_grads = fn.backward(*grads)
+        else:
+            input_grads = fn.backward(*grads)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        inputs = fn.inputs
+        for value, needed, grad in zip(inputs, fn.needs_input_grad, input_grads):
+            if not needed or grad is None:
+                continue
+            if grad.shape != value.data.shape:
+                grad = _sum_to_shape(grad, value.data.shape)
+            if grad.dtype != value.data.dtype:
+                grad = grad.astype(value.data.dtype)
+            if capture is not None and id(value) in capture:
+                capture[id(value)] = grad if capture[id(value)] is None else capture[id(value)] + grad
+            producer = value.grad_fn
+            if producer is None:
+                if capture is None:
+                    _accumulate_leaf(value, grad)
+                continue
+            if value._retains_grad and capture is None:
+                _accumulate_leaf(value, grad)
+            slots = pending.setdefault(producer, [None] * producer.n_outputs)
+            k = value._output_index
+            slots[k] = grad if slots[k] is None else slots[k] + grad
+        if not retain_graph:
+            fn.release()
+
+
+def _accumulate_leaf(tensor, grad):
+    from ..tensor import Tensor
+    if tensor.grad is None:
+        tensor.grad = Tensor(grad)
+    else:
+        tensor.grad.data = tensor.grad.data + grad
+
+
+def backward(tensor, gradient=None, retain_graph=False, create_graph=False):
+    """Accumulate d(tensor)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    if create_graph:
+        raise NotImplementedError("backward(create_graph=True): higher-order gradients are not supported yet")
+    if not tensor.requires_grad:
+        raise RuntimeError("backward(): the tensor does not require grad and has no grad_fn "
+                           "(did you compute it under no_grad(), or from tensors without requires_grad=True?)")
+    if gradient is None:
+        if tensor.data.size != 1:
+            raise RuntimeError(f"backward(): gradient can be implicit only for a tensor with one element; "
+                               f"this one has shape {tensor.shape}, so pass gradient= of that shape")
+        grad = tensor.backend.xp.ones_like(tensor.data)
+    else:
+        grad = _as_gradient(gradient, tensor, "backward")
+    run_backward([tensor], [grad], retain_graph=retain_graph)
+
+
+def _as_gradient(gradient, tensor, where):
+    from ..tensor import Tensor
+    data = gradient.data if isinstance(gradient, Tensor) else gradient
+    if not _backend.is_array(data):
+        data = _backend.to_device(_backend.host_array_from_data(data, tensor.dtype), tensor.device)
+    if _backend.device_of(data) != tensor.device:
+        raise RuntimeError(f"{where}: gradient is on {_backend.device_of(data)} but the tensor is on {tensor.device}")
+    if data.shape != tensor.shape:
+        raise RuntimeError(f"{where}: gradient has shape {tuple(data.shape)} but the tensor has shape {tensor.shape}")
+    return data.astype(tensor.dtype, copy=False)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=False, create_graph=False, allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs``, returned as a tuple; ``.grad`` is not touched."""
+    from ..tensor import Tensor
+    if create_graph:
+        raise NotImplementedError("grad(create_graph=True): higher-order gradients are not supported yet")
+    single_output = isinstance(outputs, Tensor)
+    outputs = [outputs] if single_output else list(outputs)
+    single_input = isinstance(inputs, Tensor)
+    inputs = [inputs] if single_input else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor) or _backend.is_array(grad_outputs):
+        grad_outputs = [grad_outputs]
+    seeds = []
+    for out, g in zip(outputs, grad_outputs):
+        if not out.requires_grad:
+            raise RuntimeError("grad(): an output does not require grad")
+        if g is None:
+            if out.data.size != 1:
+                raise RuntimeError(f"grad(): grad_outputs must be given for the output of shape {out.shape}")
+            seeds.append(out.backend.xp.ones_like(out.data))
+        else:
+            seeds.append(_as_gradient(g, out, "grad"))
+    for t in inputs:
+        if not t.requires_grad:
+            raise RuntimeError(f"grad(): an input (shape {t.shape}) does not require grad")
+    capture = {id(t): None for t in inputs}
+    run_backward(outputs, seeds, retain_graph=retain_graph, capture=capture)
+    results = []
+    for k, t in enumerate(inputs):
+        g = capture[id(t)]
+        if g is None and not allow_unused:
+            raise RuntimeError(f"grad(): input {k} (shape {t.shape}) was not used to compute the outputs; "
+                               "pass allow_unused=True to get None for it")
+        results.append(None if g is None else Tensor(g))
+    return tuple(results)

@@ -1,0 +1,44 @@
+"""Switching graph recording on and off: ``no_grad()`` and ``enable_grad()``."""
+import contextlib
+import functools
+
+
+class _GradMode:
+    __slots__ = ("enabled",)
+
+    def __init__(self):
+        self.enabled = True
+
+
+grad_mode = _GradMode()
+
+
+class _SetGradMode(contextlib.ContextDecorator):
+    def __init__(self, enabled: bool):
+        self._enabled = enabled
+        self._previous = []
+
+    def __enter__(self):
+        self._previous.append(grad_mode.enabled)
+        grad_mode.enabled = self._enabled
+        return self
+
+    def __exit__(self, *exc):
+        grad_mode.enabled = self._previous.pop()
+        return False
+
+
+@functools.wraps(_SetGradMode, updated=())
+def no_grad():
+    """Context manager (or decorator) in which ops record no graph."""
+    return _SetGradMode(False)
+
+
+def enable_grad():
+    """Context manager (or decorator) that turns graph recording back on inside ``no_grad``."""
+    return _SetGradMode(True)
+
+
+def is_grad_enabled() -> bool:
+    """True when ops currently record the graph."""
+    return grad_mode.enabled

@@ -1,0 +1,51 @@
+"""The CuPy backend: arrays on CUDA GPUs."""
+import cupy
+
+from .device import Device
+
+
+class CupyBackend:
+    """Device arrays computed with CuPy; ops on ``cuda:N`` arrays run under ``cupy.cuda.Device(N)``."""
+
+    name = "cupy"
+    xp = cupy
+    array_type = cupy.ndarray
+    needs_device_context = True
+
+    @property
+    def fused(self):
+        """The fused operations, as CuPy ElementwiseKernels built from ``kernels/``."""
+        from . import fused_cupy
+        return fused_cupy
+
+    def device_of(self, array):
+        """The device an array of this backend lives on."""
+        return Device("cuda", array.device.id)
+
+    def context(self, device):
+        """Context in which new arrays are created and kernels launched on ``device``."""
+        return cupy.cuda.Device(device.index)
+
+    def from_host(self, array, device, copy: bool):
+        """A host (NumPy) array copied onto ``device``."""
+        with cupy.cuda.Device(device.index):
+            return cupy.asarray(array)
+
+    def to_host(self, array):
+        """A device array copied to the host as a NumPy array."""
+        return array.get()
+
+    def synchronize(self, device=None):
+        """Wait until all work queued on ``device`` (default: current) has finished."""
+        with cupy.cuda.Device(device.index if device is not None else cupy.cuda.Device().id):
+            cupy.cuda.Device().synchronize()
+
+    def version(self) -> str:
+        """Version string of the array library."""
+        return cupy.__version__
+
+    def describe_device(self, device) -> str:
+        """Human-readable name of ``device``."""
+        props = cupy.cuda.runtime.getDeviceProperties(device.index)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)

@@ -1,0 +1,223 @@
+"""The fused kernels as plain data, shared by the CuPy backend and the host checks.
+
+Each spec is a dict of the keyword arguments of ``cupy.ElementwiseKernel`` (``in_params``,
+``out_params``, ``operation``, ``name``, ``preamble``) or, with ``"kind": "reduction"``, of
+``cupy.ReductionKernel`` (``map_expr``, ``reduce_expr``, ``post_map_expr``, ``identity``,
+``reduce_type``). The preamble is the header text from ``kernels/`` (``common.cuh`` first), so
+the same device functions compile with NVRTC (``fused_cupy``) and with the host C++ compiler
+(``tests/kernels``).
+
+``SIGNATURES`` lists, per kernel, every argument signature the CuPy backend launches: dtypes of
+all in and out params (``("scalar", dtype)`` for a Python scalar), the ndim after CuPy's
+dimension merging, per-argument contiguity, 32/64-bit indexing and the ndim of ``raw`` params.
+The NVRTC check compiles exactly these, so a launch not listed here is a launch not checked.
+"""
+import math
+from typing import NamedTuple
+
+from gpudl.backend.kernel_source import read_kernel
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+# float16 math (and the log-sum-exp of float16 logits) runs in float32.
+ACC_DTYPE = {"float16": "float32", "float32": "float32", "float64": "float64"}
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu", "gelu_tanh",
+               "silu")
+
+# Keyword parameters of each activation with PyTorch's defaults.
+ACTIVATION_PARAMS = {
+    "relu": {}, "sigmoid": {}, "tanh": {}, "gelu": {}, "gelu_tanh": {}, "silu": {},
+    "leaky_relu": {"negative_slope": 0.01},
+    "elu": {"alpha": 1.0},
+    "softplus": {"beta": 1.0, "threshold": 20.0},
+}
+
+# What each backward needs besides gy: the input x or the output y.
+ACTIVATION_BACKWARD_USES = {
+    "relu": "y", "sigmoid": "y", "tanh": "y",
+    "leaky_relu": "x", "elu": "x", "softplus": "x", "gelu": "x", "gelu_tanh": "x", "silu": "x",
+}
+
+_DEVICE_FUNCTION = {"tanh": "tanh_forward"}  # avoid shadowing ::tanh inside namespace gpudl
+
+
+def preamble(header):
+    """Return the preamble for a header: ``common.cuh`` followed by ``header``."""
+    return read_kernel("common.cuh") + "\n" + read_kernel(header)
+
+
+def _elementwise(name, in_params, out_params, operation, header):
+    return {"kind": "elementwise", "name": name, "in_params": in_params,
+            "out_params": out_params, "operation": operation, "preamble": preamble(header)}
+
+
+def _activation_specs():
+    specs = {}
+    for act in ACTIVATIONS:
+        params = list(ACTIVATION_PARAMS[act])
+        extra_params = "".join(f", float64 {p}" for p in params)
+        extra_args = "".join(f", {p}" for p in params)
+        fn = _DEVICE_FUNCTION.get(act, act)
+        specs[f"{act}_forward"] = _elementwise(
+            f"gpudl_{act}_forward", "T x" + extra_params, "T y",
+            f"y = gpudl::{fn}(x{extra_args})", "activations.cuh")
+        uses = ACTIVATION_BACKWARD_USES[act]
+        specs[f"{act}_backward"] = _elementwise(
+            f"gpudl_{act}_backward", f"T {uses}, T gy" + extra_params, "T gx",
+            f"gx = gpudl::{act}_backward({uses}, gy{extra_args})", "activations.cuh")
+    return specs
+
+
+def _softmax_cross_entropy_specs():
+    header = "softmax_cross_entropy.cuh"
+    return {
+        # s[r] = sum_c exp(x[r, c] - shift(m[r])); m is the row max as an [N, 1] view.
+        "softmax_cross_entropy_sum_exp": {
+            "kind": "reduction", "name": "gpudl_softmax_cross_entropy_sum_exp",
+            "in_params": "T x, T m", "out_params": "A s",
+            "map_expr": "exp(A(x) - gpudl::lse_shift(A(m)))", "reduce_expr": "a + b",
+            "post_map_expr": "s = a", "identity": "0", "reduce_type": "A",
+            "preamble": preamble(header)},
+        "softmax_cross_entropy_loss": _elementwise(
+            "gpudl_softmax_cross_entropy_loss",
+            "raw T logits, S t, T m, A sum_exp, int64 n_class, int64 ignore_index, "
+            "float64 label_smoothing",
+            "T loss, A lse",
+            "lse = gpudl::log_sum_exp(A(m), sum_exp); "
+            "loss = T(gpudl::softmax_cross_entropy_loss(logits, (long long)i * n_class, n_class, "
+            "(long long)t, A(lse), ignore_index, label_smoothing))",
+            header),
+        # Launched over the [N, C] gradient with t, lse and gloss as [N, 1] views.
+        "softmax_cross_entropy_backward": _elementwise(
+            "gpudl_softmax_cross_entropy_backward",
+            "T x, S t, A lse, T gloss, int64 n_class, int64 ignore_index, "
+            "float64 label_smoothing",
+            "T gx",
+            "gx = gpudl::softmax_cross_entropy_backward(x, (long long)(i % n_class), "
+            "(long long)t, lse, gloss, n_class, ignore_index, label_smoothing)",
+            header),
+        # error = [flag, offending value]; written only where a target is invalid.
+        "check_class_indices": _elementwise(
+            "gpudl_check_class_indices",
+            "S t, int64 n_class, int64 ignore_index", "raw int64 error",
+            "if (gpudl::class_index_invalid(t, n_class, ignore_index)) "
+            "{ error[0] = 1; error[1] = (long long)t; }",
+            header),
+    }
+
+
+def _dropout_specs():
+    return {"dropout": _elementwise(
+        "gpudl_dropout", "T x, uint64 seed, uint64 step, float64 p", "T y",
+        "y = gpudl::dropout(x, seed, step, (unsigned long long)i, p)", "dropout.cuh")}
+
+
+def _optimizer_specs():
+    header = "optimizers.cuh"
+    adam_in = ("T grad, float64 lr, float64 beta1, float64 beta2, float64 eps, "
+               "float64 weight_decay, bool decoupled, float64 step_size, "
+               "float64 bias_correction2_sqrt")
+    adam_args = ("lr, beta1, beta2, eps, weight_decay, decoupled, step_size, "
+                 "bias_correction2_sqrt")
+    return {
+        "sgd": _elementwise("gpudl_sgd", "T grad, float64 lr, float64 weight_decay", "T param",
+                            "gpudl::sgd_step(param, grad, lr, weight_decay)", header),
+        "sgd_momentum": _elementwise(
+            "gpudl_sgd_momentum",
+            "T grad, float64 lr, float64 momentum, float64 dampening, float64 weight_decay, "
+            "bool nesterov, bool first_step",
+            "T param, T momentum_buffer",
+            "gpudl::sgd_momentum_step(param, momentum_buffer, grad, lr, momentum, dampening, "
+            "weight_decay, nesterov, first_step)", header),
+        "adam": _elementwise(
+            "gpudl_adam", adam_in, "T param, T exp_avg, T exp_avg_sq",
+            f"gpudl::adam_step(param, grad, exp_avg, exp_avg_sq, {adam_args})", header),
+        "adam_amsgrad": _elementwise(
+            "gpudl_adam_amsgrad", adam_in, "T param, T exp_avg, T exp_avg_sq, T max_exp_avg_sq",
+            f"gpudl::adam_amsgrad_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, "
+            f"{adam_args})", header),
+    }
+
+
+KERNELS = {**_activation_specs(), **_softmax_cross_entropy_specs(), **_dropout_specs(),
+           **_optimizer_specs()}
+
+
+class Signature(NamedTuple):
+    """One launch configuration of a kernel (see the module docstring)."""
+    dtypes: tuple            # per in+out param: "float32" (array) or ("scalar", "float64")
+    ndim: int = 1            # ndim of the non-raw arrays after CuPy merges dimensions
+    contiguous: tuple = ()   # per in+out param; empty means all contiguous
+    idx32: bool = True       # False: more than 2**31 elements (64-bit indexing)
+    raw_ndim: tuple = ()     # (param name, ndim) pairs for raw params
+    reduce_out_ndim: int = 0  # reductions: ndim of the output
+
+
+def _scalar(dtype):
+    return ("scalar", dtype)
+
+
+def _activation_signatures(act, backward):
+    n_arrays = 2 if backward else 1
+    scalars = tuple(_scalar("float64") for _ in ACTIVATION_PARAMS[act])
+    sigs = []
+    for dt in FLOAT_DTYPES:
+        dtypes = (dt,) * n_arrays + scalars + (dt,)
+        n = len(dtypes)
+        sigs += [
+            Signature(dtypes),                                   # any C-contiguous array
+            Signature(dtypes, idx32=False),                      # >= 2**31 elements
+            # a strided view (the output CuPy allocates is contiguous)
+            Signature(dtypes, ndim=2, contiguous=(False,) * n_arrays + (True,) * (n - n_arrays)),
+        ]
+    return sigs
+
+
+def _signatures():
+    sigs = {}
+    for act in ACTIVATIONS:
+        sigs[f"{act}_forward"] = _activation_signatures(act, False)
+        sigs[f"{act}_backward"] = _activation_signatures(act, True)
+    target_dtypes = ("int32", "int64", "uint8", "int16")  # uint8/int16: targets stored compactly
+    i64 = _scalar("int64")
+    f64 = _scalar("float64")
+    sum_exp, loss, backward, check = [], [], [], []
+    for dt in FLOAT_DTYPES:
+        acc = ACC_DTYPE[dt]
+        sum_exp.append(Signature((dt, dt, acc), ndim=2, contiguous=(True, False, True),
+                                 reduce_out_ndim=1))
+        for tdt in target_dtypes:
+            loss.append(Signature((dt, tdt, dt, acc, i64, i64, f64, dt, acc),
+                                  raw_ndim=(("logits", 2),)))
+            backward.append(Signature((dt, tdt, acc, dt, i64, i64, f64, dt), ndim=2,
+                                      contiguous=(True, False, False, False, True, True, True,
+                                                  True)))
+    for tdt in target_dtypes:
+        check.append(Signature((tdt, i64, i64, "int64"), raw_ndim=(("error", 1),)))
+    sigs["softmax_cross_entropy_sum_exp"] = sum_exp
+    sigs["softmax_cross_entropy_loss"] = loss
+    sigs["softmax_cross_entropy_backward"] = backward
+    sigs["check_class_indices"] = check
+    u64 = _scalar("uint64")
+    sigs["dropout"] = [s for dt in FLOAT_DTYPES for s in (
+        Signature((dt, u64, u64, f64, dt)),
+        Signature((dt, u64, u64, f64, dt), ndim=2, contiguous=(False, True, True, True, True)))]
+    b = _scalar("bool")
+    sigs["sgd"] = [Signature((dt, f64, f64, dt)) for dt in FLOAT_DTYPES]
+    sigs["sgd_momentum"] = [Signature((dt, f64, f64, f64, f64, b, b, dt, dt))
+                            for dt in FLOAT_DTYPES]
+    adam_scalars = (f64, f64, f64, f64, f64, b, f64, f64)
+    sigs["adam"] = [Signature((dt,) + adam_scalars + (dt,) * 3) for dt in FLOAT_DTYPES]
+    sigs["adam_amsgrad"] = [Signature((dt,) + adam_scalars + (dt,) * 4) for dt in FLOAT_DTYPES]
+    return sigs
+
+
+SIGNATURES = _signatures()
+
+
+def adam_bias_corrections(step, lr, beta1, beta2):
+    """Return ``(step_size, bias_correction2_sqrt)`` for Adam step ``step`` (1-based), on the host."""
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    return lr / bias_correction1, math.sqrt(bias_correction2)

@@ -1,0 +1,52 @@
+"""Choosing the array library from ``GPUDL_BACKEND`` (``numpy``, ``cupy`` or ``auto``)."""
+import os
+
+VALID_BACKENDS = ("numpy", "cupy", "auto")
+
+
+class BackendError(RuntimeError):
+    """The requested backend or device cannot be used on this machine."""
+
+
+def requested_backend() -> str:
+    """The backend named by ``GPUDL_BACKEND`` (default ``auto``), validated."""
+    raw = os.environ.get("GPUDL_BACKEND", "auto")
+    name = raw.strip().lower() or "auto"
+    if name not in VALID_BACKENDS:
+        raise BackendError(
+            f"GPUDL_BACKEND={raw!r} is not a valid backend; valid values are: {', '.join(VALID_BACKENDS)}")
+    return name
+
+
+def cupy_gpu_usable() -> bool:
+    """True when CuPy imports and sees at least one usable CUDA device; never raises."""
+    try:
+        import cupy
+        return bool(cupy.cuda.is_available())
+    except Exception:
+        return False
+
+
+def require_cupy(reason: str):
+    """Import CuPy for ``reason`` or raise a BackendError saying what is missing."""
+    try:
+        import cupy  # noqa: F401
+    except ImportError as exc:
+        raise BackendError(
+            f"{reason} needs CuPy, which is not installed ({exc}); install it with "
+            "pip install 'gpudl[cuda12]' (CUDA 12) or pip install 'gpudl[cuda13]' (CUDA 13)") from None
+    if not cupy_gpu_usable():
+        raise BackendError(
+            f"{reason} needs a CUDA GPU, but CuPy is installed and finds no usable GPU "
+            "(cupy.cuda.is_available() is False: no device, or no/too old NVIDIA driver); "
+            "use GPUDL_BACKEND=numpy or auto to run on the CPU")
+
+
+def resolve(name: str) -> str:
+    """Map ``numpy``/``cupy``/``auto`` to the backend that will run: ``numpy`` or ``cupy``."""
+    if name == "numpy":
+        return "numpy"
+    if name == "cupy":
+        require_cupy("GPUDL_BACKEND=cupy")
+        return "cupy"
+    return "cupy" if cupy_gpu_usable() else "numpy"

@@ -1,0 +1,120 @@
+"""Creating tensors: ``tensor`` from data, and the factories zeros, ones, full, arange, rand, randn...
+
+Random tensors are drawn from the host generator and then moved, so a seed gives the same
+numbers on either backend.
+"""
+from . import backend as _backend
+from .tensor import Tensor
+
+
+def _shape(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
+    return shape
+
+
+def _float_dtype(dtype):
+    return _backend.DEFAULT_FLOAT if dtype is None else _backend.dtype(dtype)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A new tensor holding a copy of ``data``: Python floats become float32, Python ints int64,
+    NumPy/CuPy arrays keep their dtype; ``dtype=`` overrides."""
+    dtype = None if dtype is None else _backend.dtype(dtype)
+    if isinstance(data, Tensor):
+        data = data.data
+    if _backend.is_array(data):
+        target = _backend.device_of(data) if device is None else _backend.get_device(device)
+        array = _backend.to_device(data, target, copy=True)
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+    else:
+        target = _backend.get_device(device)
+        array = _backend.to_device(_backend.host_array_from_data(data, dtype), target, copy=True)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def _filled(factory, shape, dtype, device, requires_grad, *fill):
+    array = _backend.new_array(_backend.get_device(device), factory, shape, *fill, dtype=dtype)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros (float32 unless ``dtype``)."""
+    return _filled("zeros", _shape(shape), _float_dtype(dtype), device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of ones (float32 unless ``dtype``)."""
+    return _filled("ones", _shape(shape), _float_dtype(dtype), device, requires_grad)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """An uninitialised tensor (float32 unless ``dtype``)."""
+    return _filled("empty", _shape(shape), _float_dtype(dtype), device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor filled with ``fill_value``; the dtype follows the value (float -> float32, int -> int64)."""
+    dtype = _backend.host_array_from_data(fill_value).dtype if dtype is None else _backend.dtype(dtype)
+    return _filled("full", _shape((shape,)), dtype, device, requires_grad, fill_value)
+
+
+def _like(reference, dtype, device):
+    return (reference.dtype if dtype is None else dtype), (reference.device if device is None else device)
+
+
+def zeros_like(x, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Zeros with the shape (and, unless given, dtype and device) of ``x``."""
+    dtype, device = _like(x, dtype, device)
+    return zeros(x.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(x, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Ones with the shape (and, unless given, dtype and device) of ``x``."""
+    dtype, device = _like(x, dtype, device)
+    return ones(x.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def full_like(x, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``fill_value`` with the shape (and, unless given, dtype and device) of ``x``."""
+    dtype, device = _like(x, dtype, device)
+    return full(x.shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
+    """Evenly spaced values in ``[start, stop)``: int64 for integer arguments, else float32."""
+    if stop is None:
+        start, stop = 0, start
+    if step == 0:
+        raise ValueError("arange: step must not be zero")
+    if dtype is None:
+        integral = all(isinstance(v, int) for v in (start, stop, step))
+        dtype = _backend.int64 if integral else _backend.float32
+    return Tensor(_backend.new_array(_backend.get_device(device), "arange", start, stop, step,
+                                     dtype=_backend.dtype(dtype)))
+
+
+def _random(draw, shape, dtype, device, requires_grad):
+    dtype = _float_dtype(dtype)
+    host = draw(_backend.host_generator(), _shape(shape)).astype(dtype, copy=False)
+    return Tensor(_backend.to_device(host, _backend.get_device(device), copy=False), requires_grad=requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform samples in [0, 1) from the seeded host generator."""
+    return _random(lambda g, s: g.random(s), shape, dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from the seeded host generator."""
+    return _random(lambda g, s: g.standard_normal(s), shape, dtype, device, requires_grad)
+
+
+def randint(low, high, shape, dtype=None, device=None) -> Tensor:
+    """Integers in ``[low, high)`` (int64 unless ``dtype``) from the seeded host generator."""
+    host = _backend.host_generator().integers(low, high, size=_shape((shape,)))
+    return Tensor(_backend.to_device(host.astype(_backend.dtype(dtype or "int64")), _backend.get_device(device)))

@@ -1,0 +1,33 @@
+"""Differentiable ops, each a ``Function`` with forward and backward side by side."""
+from ._util import as_tensor_like
+from .arithmetic import add, div, matmul, mul, neg, pow, sub
+from .compare import (all, any, argmax, argmin, equal, greater, greater_equal, isfinite, isnan, less, less_equal,
+                      logical_and, logical_not, logical_or, not_equal)
+from .elementwise import abs, astype, clamp, clip, clone, exp, log, maximum, minimum, sqrt, to_device, where
+from .indexing import getitem, index_data
+from .reduction import log_softmax, logsumexp, max, mean, min, prod, softmax, std, sum, var
+from .shape import (broadcast_to, cat, concat, expand, expand_dims, flatten, pad, permute, reshape, split,
+                    squeeze, stack, swapaxes, transpose, unsqueeze, view)
+
+__all__ = [
+    "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "cat", "clamp", "clip", "clone",
+    "concat", "div", "equal", "exp", "expand", "expand_dims", "flatten", "greater", "greater_equal", "isfinite",
+    "isnan", "less", "less_equal", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg", "not_equal", "pad", "permute", "pow",
+    "prod", "reshape", "softmax", "split", "sqrt", "squeeze", "stack", "std", "sub", "sum", "swapaxes",
+    "transpose", "unsqueeze", "var", "view", "where",
+]
+
+TENSOR_METHODS = (
+    exp, log, sqrt, abs, clip, clamp, maximum, minimum, sum, mean, max, min, var, std, prod, logsumexp,
+    softmax, log_softmax, argmax, argmin, any, all, reshape, view, flatten, permute, squeeze, unsqueeze,
+    expand, broadcast_to, swapaxes, split, matmul, pow, isfinite, isnan,
+)
+
+
+def attach_methods(tensor_class):
+    """Expose the ops above as Tensor methods (``x.sum(axis=0)``, ``x.reshape(2, 3)``, ...)."""
+    for op in TENSOR_METHODS:
+        setattr(tensor_class, op.__name__, op)
+    tensor_class.transpose = transpose
+    tensor_class.expand_dims = expand_dims

@@ -1,0 +1,77 @@
+"""Comparisons, logical ops and arg-reductions: results carry no gradient."""
+from ..tensor import Tensor
+from ._util import normalize_axes, operand, pick_axis, pick_keepdims
+
+
+def _data(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _compare(ufunc_name, doc):
+    def op(a, b):
+        reference = a if isinstance(a, Tensor) else b
+        a, b = operand(a, reference), operand(b, reference)
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and a.device != b.device:
+            raise RuntimeError(f"{ufunc_name}: tensors are on different devices: {a.device} and {b.device}")
+        xp = reference.backend.xp
+        try:
+            return Tensor(getattr(xp, ufunc_name)(_data(a), _data(b)))
+        except ValueError as exc:
+            raise ValueError(f"{ufunc_name}: cannot broadcast shapes {getattr(a, 'shape', ())} and "
+                             f"{getattr(b, 'shape', ())}: {exc}") from None
+    op.__name__ = ufunc_name
+    op.__doc__ = doc
+    return op
+
+
+equal = _compare("equal", "Elementwise ``a == b`` as a bool tensor.")
+not_equal = _compare("not_equal", "Elementwise ``a != b`` as a bool tensor.")
+less = _compare("less", "Elementwise ``a < b`` as a bool tensor.")
+less_equal = _compare("less_equal", "Elementwise ``a <= b`` as a bool tensor.")
+greater = _compare("greater", "Elementwise ``a > b`` as a bool tensor.")
+greater_equal = _compare("greater_equal", "Elementwise ``a >= b`` as a bool tensor.")
+logical_and = _compare("logical_and", "Elementwise logical and.")
+logical_or = _compare("logical_or", "Elementwise logical or.")
+
+
+def logical_not(x):
+    """Elementwise logical not."""
+    return Tensor(x.backend.xp.logical_not(x.data))
+
+
+def isfinite(x):
+    """Elementwise: neither infinite nor NaN."""
+    return Tensor(x.backend.xp.isfinite(x.data))
+
+
+def isnan(x):
+    """Elementwise: is NaN."""
+    return Tensor(x.backend.xp.isnan(x.data))
+
+
+def _arg(name):
+    def op(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        axis = pick_axis(axis, dim)
+        if axis is not None:
+            axis = normalize_axes(axis, x.ndim, name)[0]
+        if x.size == 0:
+            raise ValueError(f"{name}: cannot take {name} of an empty tensor of shape {x.shape}")
+        return Tensor(getattr(x.data, name)(axis=axis, keepdims=pick_keepdims(keepdims, keepdim)))
+    op.__name__ = name
+    op.__doc__ = (f"Indices of the {'largest' if name == 'argmax' else 'smallest'} values along ``axis`` "
+                  "(first one on ties; flattened when axis is None), as int64.")
+    return op
+
+
+argmax = _arg("argmax")
+argmin = _arg("argmin")
+
+
+def any(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    """True where any element along ``axis`` is non-zero."""
+    return Tensor(x.data.any(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))
+
+
+def all(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    """True where every element along ``axis`` is non-zero."""
+    return Tensor(x.data.all(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))

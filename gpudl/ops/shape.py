@@ -1,0 +1,296 @@
+"""Shape ops: reshape transpose permute squeeze unsqueeze expand, concat stack split pad."""
+import math
+
+from ..autograd.function import Function
+from ..tensor import Tensor
+from ._util import normalize_axes, pick_axis
+
+
+class Reshape(Function):
+    is_view = True
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, g):
+        return g.reshape(self.in_shape)
+
+
+class Transpose(Function):
+    is_view = True
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        return x.transpose(self.axes)
+
+    def backward(self, g):
+        inverse = [0] * len(self.axes)
+        for k, a in enumerate(self.axes):
+            inverse[a] = k
+        return g.transpose(inverse)
+
+
+class BroadcastTo(Function):
+    """Broadcast to a larger shape; the engine sums the gradient back to the input's shape."""
+
+    is_view = True
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        return self.xp.broadcast_to(x, self.shape)
+
+    def backward(self, g):
+        return g
+
+
+class Concat(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        self.bounds = []
+        start = 0
+        for x in xs:
+            self.bounds.append((start, start + x.shape[self.axis]))
+            start += x.shape[self.axis]
+        return self.xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, g):
+        index = [slice(None)] * g.ndim
+        grads = []
+        for needed, (lo, hi) in zip(self.needs_input_grad, self.bounds):
+            index[self.axis] = slice(lo, hi)
+            grads.append(g[tuple(index)] if needed else None)
+        return tuple(grads)
+
+
+class Stack(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        return self.xp.stack(xs, axis=self.axis)
+
+    def backward(self, g):
+        index = [slice(None)] * g.ndim
+        grads = []
+        for k, needed in enumerate(self.needs_input_grad):
+            index[self.axis] = k
+            grads.append(g[tuple(index)] if needed else None)
+        return tuple(grads)
+
+
+class Split(Function):
+    """One input, several outputs; outputs nobody used get a zero gradient."""
+
+    def __init__(self, bounds, axis):
+        self.bounds, self.axis = bounds, axis
+
+    def forward(self, x):
+        index = [slice(None)] * x.ndim
+        outputs = []
+        for lo, hi in self.bounds:
+            index[self.axis] = slice(lo, hi)
+            outputs.append(x[tuple(index)])
+        self.in_shape, self.in_dtype = x.shape, x.dtype
+        return tuple(outputs)
+
+    def backward(self, *grads):
+        parts = []
+        for g, (lo, hi) in zip(grads, self.bounds):
+            if g is None:
+                shape = list(self.in_shape)
+                shape[self.axis] = hi - lo
+                g = self.xp.zeros(shape, dtype=self.in_dtype)
+            parts.append(g)
+        return self.xp.concatenate(parts, axis=self.axis)
+
+
+class Pad(Function):
+    def __init__(self, pad_width, value):
+        self.pad_width, self.value = pad_width, value
+
+    def forward(self, x):
+        return self.xp.pad(x, self.pad_width, mode="constant", constant_values=self.value)
+
+    def backward(self, g):
+        return g[tuple(slice(lo, g.shape[k] - hi) for k, (lo, hi) in enumerate(self.pad_width))]
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(n) for n in shape)
+
+
+def reshape(x, *shape):
+    """``x`` with a new shape (one entry may be -1); a view when the layout allows."""
+    shape = _shape_arg(shape)
+    known = math.prod(n for n in shape if n != -1)
+    if shape.count(-1) > 1 or (-1 not in shape and known != x.size) or (
+            -1 in shape and (known == 0 or x.size % known)):
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) to {shape}")
+    return Reshape(shape).apply(x)
+
+
+view = reshape
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dimensions ``start_dim..end_dim`` (inclusive) into one."""
+    if x.ndim == 0:
+        return reshape(x, 1)
+    start, end = normalize_axes((start_dim,), x.ndim, "flatten")[0], normalize_axes((end_dim,), x.ndim, "flatten")[0]
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    return reshape(x, x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:])
+
+
+def transpose(x, *axes):
+    """Permute axes: no arguments reverse them (NumPy's ``.T``); two ints swap those two
+    (PyTorch's ``transpose(d0, d1)``); a full permutation permutes."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    if not axes:
+        perm = tuple(reversed(range(x.ndim)))
+    elif len(axes) == 2:
+        a, b = (normalize_axes((d,), x.ndim, "transpose")[0] for d in axes)
+        perm = list(range(x.ndim))
+        perm[a], perm[b] = perm[b], perm[a]
+        perm = tuple(perm)
+    else:
+        perm = tuple(a % x.ndim for a in axes)
+        if sorted(perm) != list(range(x.ndim)):
+            raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
+    return Transpose(perm).apply(x)
+
+
+def permute(x, *axes):
+    """Reorder the axes into ``axes`` (a full permutation)."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    perm = tuple(a % x.ndim for a in axes) if x.ndim else ()
+    if sorted(perm) != list(range(x.ndim)):
+        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
+    return Transpose(perm).apply(x)
+
+
+def swapaxes(x, axis1, axis2):
+    """Swap two axes."""
+    return transpose(x, axis1, axis2)
+
+
+def squeeze(x, axis=None, *, dim=None):
+    """Remove axes of length 1 (all of them, or those named)."""
+    axis = pick_axis(axis, dim)
+    if axis is None:
+        axes = tuple(k for k, n in enumerate(x.shape) if n == 1)
+    else:
+        axes = normalize_axes(axis, x.ndim, "squeeze")
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} of shape {x.shape} has length {x.shape[a]}, not 1")
+    return reshape(x, tuple(n for k, n in enumerate(x.shape) if k not in axes))
+
+
+def unsqueeze(x, axis=None, *, dim=None):
+    """Insert an axis of length 1 at position ``axis``."""
+    axis = pick_axis(axis, dim)
+    if not isinstance(axis, int) or not -x.ndim - 1 <= axis <= x.ndim:
+        raise ValueError(f"unsqueeze: axis {axis!r} is out of range for a tensor with {x.ndim} dimensions")
+    axis = axis % (x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+expand_dims = unsqueeze
+
+
+def broadcast_to(x, *shape):
+    """``x`` broadcast to ``shape`` (a read-only view); -1 keeps a dimension (PyTorch's ``expand``)."""
+    shape = _shape_arg(shape)
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to fewer dimensions {shape}")
+    shape = tuple(x.shape[k - lead] if n == -1 and k >= lead else n for k, n in enumerate(shape))
+    for k, n in enumerate(x.shape):
+        if n != 1 and n != shape[lead + k]:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}")
+    return BroadcastTo(shape).apply(x)
+
+
+expand = broadcast_to
+
+
+def _check_same(tensors, op, axis):
+    if not tensors:
+        raise ValueError(f"{op}: needs at least one tensor")
+    if not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{op}: all inputs must be tensors")
+
+
+def concat(tensors, axis=0, *, dim=None):
+    """Join tensors along an existing axis."""
+    tensors = list(tensors)
+    _check_same(tensors, "concat", axis)
+    axis = normalize_axes(pick_axis(axis, dim), tensors[0].ndim, "concat")[0]
+    for t in tensors[1:]:
+        if t.ndim != tensors[0].ndim or any(
+                a != b for k, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if k != axis):
+            raise ValueError(f"concat: shapes {[u.shape for u in tensors]} differ outside axis {axis}")
+    return Concat(axis).apply(*tensors)
+
+
+cat = concat
+
+
+def stack(tensors, axis=0, *, dim=None):
+    """Join tensors of equal shape along a new axis."""
+    tensors = list(tensors)
+    _check_same(tensors, "stack", axis)
+    if any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
+    axis = pick_axis(axis, dim)
+    if not -tensors[0].ndim - 1 <= axis <= tensors[0].ndim:
+        raise ValueError(f"stack: axis {axis} out of range for {tensors[0].ndim + 1} output dimensions")
+    return Stack(axis % (tensors[0].ndim + 1)).apply(*tensors)
+
+
+def split(x, indices_or_sections, axis=0, *, dim=None):
+    """Split into pieces: ``sections`` equal parts (NumPy) or at the given indices, along ``axis``."""
+    axis = normalize_axes(pick_axis(axis, dim), x.ndim, "split")[0]
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, int):
+        if indices_or_sections <= 0 or n % indices_or_sections:
+            raise ValueError(f"split: axis {axis} of length {n} cannot be split into {indices_or_sections} "
+                             "equal sections")
+        step = n // indices_or_sections
+        cuts = list(range(step, n, step))
+    else:
+        cuts = [int(c) for c in indices_or_sections]
+    edges = [0] + [min(max(c, 0), n) for c in cuts] + [n]
+    bounds = [(lo, max(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    result = Split(bounds, axis).apply(x)
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+
+def pad(x, pad_width, value=0.0):
+    """Pad with a constant: ``pad_width`` as in NumPy (an int, a pair, or one pair per axis)."""
+    if isinstance(pad_width, int):
+        widths = ((pad_width, pad_width),) * x.ndim
+    elif len(pad_width) == 2 and all(isinstance(p, int) for p in pad_width):
+        widths = (tuple(pad_width),) * x.ndim
+    else:
+        widths = tuple(tuple(int(v) for v in p) for p in pad_width)
+    if len(widths) != x.ndim or any(len(p) != 2 or p[0] < 0 or p[1] < 0 for p in widths):
+        raise ValueError(f"pad: pad_width {pad_width!r} does not give a non-negative (before, after) pair "
+                         f"for each of the {x.ndim} axes of shape {x.shape}")
+    return Pad(widths, value).apply(x)

@@ -1,0 +1,37 @@
+"""Shared fixtures: every backend-dependent test runs once per available device.
+
+``device`` is ``"cpu"`` and, when CuPy sees a usable GPU (or the CuPy test double is
+installed, see tests/cupy_double), ``"cuda"``; the CUDA case skips with the reason otherwise.
+"""
+import numpy as np
+import pytest
+
+import gpudl
+from gpudl import backend
+
+
+def _cuda_param():
+    usable = backend.cupy_gpu_usable()
+    marks = () if usable else (pytest.mark.skip(reason="no CUDA GPU available (cupy.cuda.is_available() is False "
+                                                       "or CuPy is not installed)"),)
+    return pytest.param("cuda", marks=marks, id="cuda")
+
+
+@pytest.fixture(params=["cpu", _cuda_param()])
+def device(request):
+    """A device name to create tensors on: ``"cpu"`` or ``"cuda"``."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state."""
+    gpudl.manual_seed(0)
+    yield
+
+
+def to_numpy(value):
+    """Host NumPy copy of a tensor or array (test helper)."""
+    if isinstance(value, gpudl.Tensor):
+        return value.numpy()
+    return backend.to_host(value) if backend.is_array(value) else np.asarray(value)
