@@ -1,6 +1,7 @@
 """``Tensor``: an array of one backend plus what reverse-mode autodiff needs."""
 from . import backend as _backend
 from .autograd import engine as _engine
+from .autograd import function as _function
 from .autograd.grad_mode import grad_mode
 
 
@@ -22,6 +23,19 @@ class Tensor:
         self._requires_grad = False
         if requires_grad:
             self.requires_grad = True
+
+    @classmethod
+    def _wrap(cls, data):
+        """A tensor around ``data`` that does not require grad (fast path for op outputs)."""
+        tensor = cls.__new__(cls)
+        tensor.data = data
+        tensor.grad = None
+        tensor.grad_fn = None
+        tensor._requires_grad = False
+        tensor._output_index = 0
+        tensor._version = [0]
+        tensor._retains_grad = False
+        return tensor
 
     @classmethod
     def _from_op(cls, data, grad_fn, output_index):
@@ -420,6 +434,8 @@ def _describe(value):
         return f"a tensor of shape {value.shape} and dtype {value.dtype}"
     return f"{type(value).__name__} {value!r}"
 
+
+_function.Tensor = _engine.Tensor = Tensor
 
 from . import ops as _ops  # noqa: E402  (ops need Tensor; Tensor methods call ops)
 

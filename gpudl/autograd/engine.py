@@ -5,6 +5,8 @@ so graphs of any depth (a 40,000-op chain) work without recursion.
 """
 from .. import backend as _backend
 
+Tensor = None  # set by gpudl.tensor once the Tensor class exists (it imports this module)
+
 _FREED = ("Trying to backward through the graph a second time (or to use it after it was freed); "
           "pass retain_graph=True to the first backward() if you need to do this")
 
@@ -102,9 +104,8 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
 
 
 def _accumulate_leaf(tensor, grad):
-    from ..tensor import Tensor
     if tensor.grad is None:
-        tensor.grad = Tensor(grad)
+        tensor.grad = Tensor._wrap(grad if grad.flags.c_contiguous else grad.copy())
     else:
         tensor.grad.data = tensor.grad.data + grad
 
@@ -127,7 +128,6 @@ def backward(tensor, gradient=None, retain_graph=False, create_graph=False):
 
 
 def _as_gradient(gradient, tensor, where):
-    from ..tensor import Tensor
     data = gradient.data if isinstance(gradient, Tensor) else gradient
     if not _backend.is_array(data):
         data = _backend.to_device(_backend.host_array_from_data(data, tensor.dtype), tensor.device)
@@ -140,7 +140,6 @@ def _as_gradient(gradient, tensor, where):
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=False, create_graph=False, allow_unused=False):
     """Gradients of ``outputs`` with respect to ``inputs``, returned as a tuple; ``.grad`` is not touched."""
-    from ..tensor import Tensor
     if create_graph:
         raise NotImplementedError("grad(create_graph=True): higher-order gradients are not supported yet")
     single_output = isinstance(outputs, Tensor)
@@ -172,5 +171,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=False, create_graph=Fa
         if g is None and not allow_unused:
             raise RuntimeError(f"grad(): input {k} (shape {t.shape}) was not used to compute the outputs; "
                                "pass allow_unused=True to get None for it")
-        results.append(None if g is None else Tensor(g))
+        results.append(None if g is None else Tensor._wrap(g))
     return tuple(results)

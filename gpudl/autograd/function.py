@@ -10,6 +10,8 @@ modified in place, backward reports it instead of computing a wrong gradient.
 from .. import backend as _backend
 from .grad_mode import grad_mode
 
+Tensor = None  # set by gpudl.tensor once the Tensor class exists (it imports this module)
+
 
 class Function:
     """Base class of every op; subclasses define ``forward`` and ``backward``."""
@@ -20,57 +22,58 @@ class Function:
 
     def apply(self, *inputs):
         """Run ``forward`` on the inputs' arrays and, if needed, link the outputs into the graph."""
-        from ..tensor import Tensor
         arrays = []
         tensors = []
         requires = False
+        first = None
         for value in inputs:
-            if type(value) is Tensor or isinstance(value, Tensor):
-                arrays.append(value.data)
+            if isinstance(value, Tensor):
+                data = value.data
+                if first is None:
+                    first = data
+                elif type(data) is not type(first):
+                    self._raise_mixed_devices(first, data)
                 tensors.append(value)
-                requires = requires or value.requires_grad
+                arrays.append(data)
+                requires = requires or value._requires_grad
             else:
                 arrays.append(value)
-        first = tensors[0].data
         backend = _backend.backend_of(first)
-        for other in tensors[1:]:
-            if type(other.data) is not type(first) or (
-                    backend.needs_device_context and backend.device_of(other.data) != backend.device_of(first)):
-                raise RuntimeError(
-                    f"{type(self).__name__}: tensors are on different devices: "
-                    f"{backend.device_of(first)} and {_backend.device_of(other.data)}; move them with .to(device)")
         self.xp = backend.xp
         self.backend = backend
         if backend.needs_device_context:
-            with backend.context(backend.device_of(first)):
+            device = backend.device_of(first)
+            for other in tensors:
+                if backend.device_of(other.data) != device:
+                    self._raise_mixed_devices(first, other.data)
+            with backend.context(device):
                 outputs = self.forward(*arrays)
         else:
             outputs = self.forward(*arrays)
-        requires = requires and grad_mode.enabled
-        single = not isinstance(outputs, tuple)
+        single = type(outputs) is not tuple
         if single:
             outputs = (outputs,)
         array_type = type(first)
-        outputs = tuple(o if type(o) is array_type else backend.xp.asarray(o) for o in outputs)
-        if requires:
+        if any(type(o) is not array_type for o in outputs):
+            outputs = tuple(backend.xp.asarray(o) for o in outputs)
+        if requires and grad_mode.enabled:
             self.inputs = inputs
-            self.needs_input_grad = tuple(
-                isinstance(v, Tensor) and v.requires_grad for v in inputs)
+            self.needs_input_grad = tuple(isinstance(v, Tensor) and v._requires_grad for v in inputs)
             self.n_outputs = len(outputs)
-            results = tuple(Tensor._from_op(o, self, k) for k, o in enumerate(outputs))
-            if self.is_view:
-                for r in results:
-                    r._version = tensors[0]._version
+            results = [Tensor._from_op(o, self, k) for k, o in enumerate(outputs)]
             if self.saved:
-                self._saved_versions = [
-                    (t._version, t._version[0]) for t in (*tensors, *results)
-                    if any(t.data is s for s in self.saved)]
+                self._saved_versions = [(t._version, t._version[0]) for t in (*tensors, *results)
+                                        if any(t.data is s for s in self.saved)]
         else:
-            results = tuple(Tensor(o) for o in outputs)
-            if self.is_view:
-                for r in results:
-                    r._version = tensors[0]._version
-        return results[0] if single else results
+            results = [Tensor._wrap(o) for o in outputs]
+        if self.is_view:
+            for r in results:
+                r._version = tensors[0]._version
+        return results[0] if single else tuple(results)
+
+    def _raise_mixed_devices(self, a, b):
+        raise RuntimeError(f"{type(self).__name__}: tensors are on different devices: {_backend.device_of(a)} and "
+                           f"{_backend.device_of(b)}; move them with .to(device)")
 
     def forward(self, *arrays):
         """Compute the outputs from the input arrays."""

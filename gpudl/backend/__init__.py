@@ -50,6 +50,15 @@ def backend_of(array):
     raise TypeError(f"expected a NumPy or CuPy array, got {type(array).__name__}")
 
 
+def installed_cupy_version():
+    """CuPy's version string if it is installed (usable GPU or not), else None."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy.__version__
+
+
 def backend_for(device: Device):
     """The backend whose arrays live on ``device``."""
     return NUMPY if device.kind == "cpu" else cupy_backend()
@@ -149,6 +158,6 @@ from .random import host_generator, manual_seed, new_generator, next_dropout_key
 __all__ = [
     "BackendError", "CPU", "Device", "NUMPY", "VALID_BACKENDS", "backend_for", "backend_of",
     "cupy_backend", "cupy_gpu_usable", "default_device", "device_of", "dtype", "get_device",
-    "host_array_from_data", "host_generator", "is_array", "manual_seed", "new_array",
+    "host_array_from_data", "installed_cupy_version", "host_generator", "is_array", "manual_seed", "new_array",
     "new_generator", "next_dropout_key", "set_default_device", "to_device", "to_host",
 ]

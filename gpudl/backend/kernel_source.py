@@ -1,27 +1,23 @@
 """Locate and read the CUDA headers in ``kernels/``.
 
-The headers ship inside the wheel as the package ``gpudl._kernels``; in a source
-checkout (editable install or plain ``PYTHONPATH``) they are read from the
-top-level ``kernels/`` folder next to the ``gpudl`` package.
+A wheel ships them inside the package as ``gpudl/_kernels/``; in a source checkout (an
+editable install or ``PYTHONPATH``) they are the top-level ``kernels/`` folder beside ``gpudl/``.
 """
 import functools
-import importlib.resources
 from pathlib import Path
 
-_CHECKOUT_KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+_PACKAGE = Path(__file__).resolve().parents[1]
+_CANDIDATES = (_PACKAGE / "_kernels", _PACKAGE.parent / "kernels")
 
 
 @functools.cache
 def kernel_dir() -> Path:
     """Return the folder that holds the ``*.cuh`` kernel headers."""
-    if _CHECKOUT_KERNELS.is_dir():
-        return _CHECKOUT_KERNELS
-    try:
-        return Path(str(importlib.resources.files("gpudl._kernels")))
-    except ModuleNotFoundError:
-        raise FileNotFoundError(
-            f"gpudl kernels not found: neither {_CHECKOUT_KERNELS} nor the installed package "
-            "gpudl._kernels exists; reinstall gpudl") from None
+    for folder in _CANDIDATES:
+        if (folder / "activations.cuh").is_file():
+            return folder
+    raise FileNotFoundError(f"gpudl's CUDA kernel headers were not found in {' or '.join(map(str, _CANDIDATES))}; "
+                            "reinstall gpudl")
 
 
 @functools.cache

@@ -154,7 +154,9 @@ def clip(x, min=None, max=None):
     return Clip(min, max).apply(x)
 
 
-clamp = clip
+def clamp(x, min=None, max=None):
+    """PyTorch's name for ``clip`` (a named function, so that it becomes the ``Tensor.clamp`` method)."""
+    return clip(x, min, max)
 
 
 def _pair(function_class, name):

@@ -16,6 +16,14 @@ def _expand_back(g, in_shape, axes, keepdims):
     return g.reshape(shape)
 
 
+def _broadcast_copy(xp, g, shape):
+    """``g`` broadcast to ``shape`` as a fresh contiguous array (cheaper than ``broadcast_to`` for
+    small arrays, and safe to keep as a leaf's ``.grad``)."""
+    out = xp.empty(shape, dtype=g.dtype)
+    out[...] = g
+    return out
+
+
 class _Reduction(Function):
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
@@ -29,8 +37,7 @@ class Sum(_Reduction):
         return out.astype(x.dtype) if acc is not None else out
 
     def backward(self, g):
-        g = _expand_back(g, self.in_shape, self.axes, self.keepdims)
-        return self.xp.broadcast_to(g, self.in_shape)
+        return _broadcast_copy(self.xp, _expand_back(g, self.in_shape, self.axes, self.keepdims), self.in_shape)
 
 
 class Mean(_Reduction):
@@ -42,7 +49,7 @@ class Mean(_Reduction):
 
     def backward(self, g):
         g = _expand_back(g, self.in_shape, self.axes, self.keepdims) / self.count
-        return self.xp.broadcast_to(g, self.in_shape)
+        return _broadcast_copy(self.xp, g, self.in_shape)
 
 
 class Extreme(_Reduction):

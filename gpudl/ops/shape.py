@@ -141,7 +141,9 @@ def reshape(x, *shape):
     return Reshape(shape).apply(x)
 
 
-view = reshape
+def view(x, *shape):
+    """PyTorch's name for ``reshape`` (a named function, so that it becomes the ``Tensor.view`` method)."""
+    return reshape(x, *shape)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -226,7 +228,9 @@ def broadcast_to(x, *shape):
     return BroadcastTo(shape).apply(x)
 
 
-expand = broadcast_to
+def expand(x, *shape):
+    """PyTorch's name for ``broadcast_to`` (a named function, so that it becomes the ``Tensor.expand`` method)."""
+    return broadcast_to(x, *shape)
 
 
 def _check_same(tensors, op, axis):

@@ -1,0 +1,207 @@
+"""Fused ops on CuPy arrays: one ElementwiseKernel launch per op, built from ``kernel_specs``.
+
+Same functions and signatures as ``fused_numpy``. Kernels are created once per process
+(``functools.cache``; CuPy compiles lazily on first launch and caches per device and on disk).
+CuPy is imported only here. The launches made are exactly those listed in
+``kernel_specs.SIGNATURES`` (targets of other integer dtypes are cast to int64, and logits are
+made contiguous), so the NVRTC check in tests/kernels covers them.
+"""
+import functools
+
+import numpy
+
+import cupy
+
+from gpudl.backend import fused_numpy as _host
+from gpudl.backend.kernel_specs import (ACC_DTYPE, ACTIVATION_BACKWARD_USES, KERNELS,
+                                        adam_bias_corrections)
+
+_MASK64 = (1 << 64) - 1
+_NO_IGNORE = -(1 << 63)
+_TARGET_DTYPES = frozenset(numpy.dtype(d) for d in ("int32", "int64", "uint8", "int16"))
+_FLOAT_DTYPES = frozenset(numpy.dtype(d) for d in ("float16", "float32", "float64"))
+resolve_activation_params = _host.resolve_activation_params
+
+
+@functools.cache
+def kernel(name):
+    """The CuPy kernel object for spec ``name`` of ``kernel_specs.KERNELS`` (memoized)."""
+    spec = dict(KERNELS[name])
+    if spec.pop("kind") == "reduction":
+        return cupy.ReductionKernel(
+            spec["in_params"], spec["out_params"], spec["map_expr"], spec["reduce_expr"],
+            spec["post_map_expr"], spec["identity"], spec["name"],
+            reduce_type=spec["reduce_type"], preamble=spec["preamble"])
+    return cupy.ElementwiseKernel(**spec)
+
+
+def _check_float(name, *arrays):
+    for a in arrays:
+        if a.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name}: expected a float16/float32/float64 array, got {a.dtype}")
+
+
+def activation_forward(name, x, **params):
+    """Return ``activation(x)``; see ``fused_numpy.activation_forward``."""
+    params = resolve_activation_params(name, params)
+    _check_float(name, x)
+    return kernel(f"{name}_forward")(x, *(float(v) for v in params.values()))
+
+
+def activation_backward(name, x, y, gy, **params):
+    """Input gradient of activation ``name``; see ``fused_numpy.activation_backward``."""
+    params = resolve_activation_params(name, params)
+    saved = y if ACTIVATION_BACKWARD_USES[name] == "y" else x
+    if saved is None:
+        raise ValueError(f"{name} backward needs {ACTIVATION_BACKWARD_USES[name]}")
+    _check_float(name, saved, gy)
+    return kernel(f"{name}_backward")(saved, gy, *(float(v) for v in params.values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# device-side index checks
+
+_pending_errors = []  # (error array on the device, num_classes, ignore_index, what)
+_MAX_PENDING = 1024
+
+
+def check_class_indices(indices, num_classes, ignore_index=None, what="target"):
+    """Check on the device that ``indices`` lie in ``[0, num_classes)`` (or are ``ignore_index``).
+
+    Launches one kernel that writes ``[1, offending value]`` into a small int64 error array; no
+    host synchronisation. The error is raised (IndexError, same message as NumPy) by the next
+    :func:`raise_pending_device_errors`, which the training loop calls at each log interval
+    (a host sync point). A non-integer dtype raises ValueError at once.
+    """
+    if indices.dtype.kind not in "iu":
+        raise ValueError(f"{what} indices must be an integer array, got dtype {indices.dtype}")
+    if indices.size == 0:
+        return
+    indices = _as_target(indices)
+    error = cupy.zeros(2, dtype=numpy.int64)
+    ignore = _NO_IGNORE if ignore_index is None else int(ignore_index)
+    kernel("check_class_indices")(indices, int(num_classes), ignore, error)
+    _pending_errors.append((error, num_classes, ignore_index, what))
+    if len(_pending_errors) > _MAX_PENDING:
+        raise_pending_device_errors()
+
+
+def raise_pending_device_errors():
+    """Read the device error flags recorded since the last call (a host sync) and raise the first.
+
+    Raises IndexError naming the offending value and the valid range, as NumPy would have.
+    """
+    global _pending_errors
+    pending, _pending_errors = _pending_errors, []
+    if not pending:
+        return
+    flags = cupy.stack([e for e, *_ in pending]).get()
+    for (flag, value), (_, num_classes, ignore_index, what) in zip(flags, pending):
+        if flag:
+            raise IndexError(_host.invalid_index_message(what, int(value), num_classes,
+                                                         ignore_index))
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax cross-entropy
+
+def _as_target(t):
+    t = cupy.ascontiguousarray(t)
+    return t if t.dtype in _TARGET_DTYPES else t.astype(numpy.int64)
+
+
+def _check_targets(logits, targets):
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [N, C], got shape {logits.shape}")
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets must have shape ({logits.shape[0]},), got {targets.shape}")
+    _check_float("softmax_cross_entropy", logits)
+
+
+def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0):
+    """Per-sample loss and log-sum-exp; see ``fused_numpy.softmax_cross_entropy_forward``.
+
+    Three launches: row max (CuPy), sum of shifted exponentials (ReductionKernel), loss and
+    log-sum-exp (ElementwiseKernel). Invalid targets are reported through the device error flag
+    (:func:`raise_pending_device_errors`); their loss is NaN.
+    """
+    _check_targets(logits, targets)
+    check_class_indices(targets, logits.shape[1], ignore_index, "target")
+    logits = cupy.ascontiguousarray(logits)
+    targets = _as_target(targets)
+    n, c = logits.shape
+    acc = numpy.dtype(ACC_DTYPE[logits.dtype.name])
+    row_max = logits.max(axis=1)
+    sum_exp = cupy.empty(n, dtype=acc)
+    kernel("softmax_cross_entropy_sum_exp")(logits, row_max[:, None], axis=1, out=sum_exp)
+    loss = cupy.empty(n, dtype=logits.dtype)
+    lse = cupy.empty(n, dtype=acc)
+    kernel("softmax_cross_entropy_loss")(logits, targets, row_max, sum_exp, c, int(ignore_index),
+                                         float(label_smoothing), loss, lse)
+    return loss, lse
+
+
+def softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss, ignore_index=-100,
+                                   label_smoothing=0.0):
+    """Gradient w.r.t. logits in one launch; see ``fused_numpy.softmax_cross_entropy_backward``."""
+    _check_targets(logits, targets)
+    logits = cupy.ascontiguousarray(logits)
+    acc = numpy.dtype(ACC_DTYPE[logits.dtype.name])
+    lse = log_sum_exp.astype(acc, copy=False)
+    gloss = grad_loss.astype(logits.dtype, copy=False)
+    return kernel("softmax_cross_entropy_backward")(
+        logits, _as_target(targets)[:, None], lse[:, None], gloss[:, None], logits.shape[1],
+        int(ignore_index), float(label_smoothing))
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout
+
+def _dropout_apply(x, p, seed, step):
+    _host._check_p(p)
+    _check_float("dropout", x)
+    return kernel("dropout")(x, numpy.uint64(seed & _MASK64), numpy.uint64(step & _MASK64),
+                             float(p))
+
+
+def dropout_forward(x, p, seed, step):
+    """Dropout with the counter-based mask of kernels/dropout.cuh; see ``fused_numpy``."""
+    return _dropout_apply(x, p, seed, step)
+
+
+def dropout_backward(gy, p, seed, step):
+    """Gradient of :func:`dropout_forward` (recomputes the mask from seed, step and index)."""
+    return _dropout_apply(gy, p, seed, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizers (one launch per parameter, in place)
+
+def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
+               nesterov=False, weight_decay=0.0, first_step=False):
+    """One SGD step in place; see ``fused_numpy.sgd_update``."""
+    _check_float("sgd", param, grad)
+    if momentum == 0.0:
+        kernel("sgd")(grad, float(lr), float(weight_decay), param)
+        return
+    if momentum_buffer is None:
+        raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
+    kernel("sgd_momentum")(grad, float(lr), float(momentum), float(dampening),
+                           float(weight_decay), bool(nesterov), bool(first_step), param,
+                           momentum_buffer)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
+                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
+                decoupled=False):
+    """One Adam/AdamW step in place; see ``fused_numpy.adam_update``."""
+    _check_float("adam", param, grad)
+    step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
+    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+               bool(decoupled), float(step_size), float(bias_correction2_sqrt))
+    if amsgrad:
+        if max_exp_avg_sq is None:
+            raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
+        kernel("adam_amsgrad")(grad, *scalars, param, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    else:
+        kernel("adam")(grad, *scalars, param, exp_avg, exp_avg_sq)

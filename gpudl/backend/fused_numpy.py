@@ -1,0 +1,540 @@
+"""Fused ops on NumPy arrays: the CPU twin of ``fused_cupy``.
+
+Every function computes exactly the math of the kernel in ``kernels/*.cuh`` (same operation
+order, same accumulate type: float32 for float16, otherwise the array's own dtype), so the host
+check in ``tests/kernels`` can compare them element for element. Outputs keep the input dtype
+(NEP 50: scalars enter as ``dtype.type(v)``). The functions are pure functions on arrays, except
+the optimizer updates, which work in place.
+"""
+import math
+
+import numpy as np
+
+from gpudl.backend.erf import erf as _erf64
+from gpudl.backend.kernel_specs import (ACTIVATION_BACKWARD_USES, ACTIVATION_PARAMS, ACTIVATIONS,
+                                        adam_bias_corrections)
+
+_FLOAT16 = np.dtype(np.float16)
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT_DTYPES = (_FLOAT16, _FLOAT32, np.dtype(np.float64))
+_MASK64 = (1 << 64) - 1
+_NO_IGNORE = -(1 << 63)  # ignore_index=None: a value no real target takes
+
+_SQRT1_2 = 0.70710678118654752440
+_INV_SQRT_2PI = 0.39894228040143267794
+_SQRT_2_OVER_PI = 0.79788456080286535588
+_GELU_KAPPA = 0.044715
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def _acc(a):
+    """``a`` in its accumulate dtype (a float32 copy for float16, else ``a`` itself)."""
+    return a.astype(np.float32) if a.dtype == _FLOAT16 else a
+
+
+def _check_float(name, *arrays):
+    for a in arrays:
+        if a is not None and a.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name}: expected a float16/float32/float64 array, got {a.dtype}")
+
+
+def resolve_activation_params(name, params):
+    """Return the activation's parameters with PyTorch's defaults filled in.
+
+    Raises ValueError for an unknown activation (listing the valid names) and TypeError for a
+    parameter the activation does not take. Shared by both backends.
+    """
+    try:
+        defaults = ACTIVATION_PARAMS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown activation {name!r}; valid names: "
+                         f"{', '.join(ACTIVATIONS)}") from None
+    unexpected = set(params) - set(defaults)
+    if unexpected:
+        takes = ", ".join(defaults) or "no parameters"
+        raise TypeError(f"activation {name!r} got unexpected parameter(s) "
+                        f"{', '.join(sorted(unexpected))}; it takes {takes}")
+    return {**defaults, **params}
+
+
+def _erf(a):
+    """erf in the accumulate dtype of ``a`` (float64 math, rounded once)."""
+    return _erf64(a).astype(a.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# activations: each takes and returns arrays in the accumulate dtype
+
+def _relu(x):
+    return np.where(x < 0, x.dtype.type(0), x)
+
+
+def _relu_backward(y, gy):
+    return np.where(y <= 0, gy.dtype.type(0), gy)
+
+
+def _leaky_relu(x, negative_slope):
+    return np.where(x > 0, x, x * x.dtype.type(negative_slope))
+
+
+def _leaky_relu_backward(x, gy, negative_slope):
+    return np.where(x > 0, gy, gy * gy.dtype.type(negative_slope))
+
+
+def _elu(x, alpha):
+    t = np.expm1(x)
+    t *= x.dtype.type(alpha)
+    return np.where(x <= 0, t, x)
+
+
+def _elu_backward(x, gy, alpha):
+    t = gy * gy.dtype.type(alpha)
+    t *= np.exp(x)
+    return np.where(x <= 0, t, gy)
+
+
+def _sigmoid(x):
+    t = np.negative(x)
+    np.exp(t, out=t)
+    t += 1
+    return np.divide(1, t, out=t)
+
+
+def _sigmoid_backward(y, gy):
+    t = np.subtract(1, y)
+    np.multiply(gy, t, out=t)
+    t *= y
+    return t
+
+
+def _tanh(x):
+    return np.tanh(x)
+
+
+def _tanh_backward(y, gy):
+    t = y * y
+    np.subtract(1, t, out=t)
+    np.multiply(gy, t, out=t)
+    return t
+
+
+def _softplus(x, beta, threshold):
+    A = x.dtype.type
+    xb = x * A(beta)
+    t = np.exp(xb)
+    np.log1p(t, out=t)
+    t /= A(beta)
+    return np.where(xb > A(threshold), x, t)
+
+
+def _softplus_backward(x, gy, beta, threshold):
+    A = x.dtype.type
+    xb = x * A(beta)
+    z = np.exp(xb)
+    t = gy * z
+    z += 1
+    t /= z
+    return np.where(xb > A(threshold), gy, t)
+
+
+def _gelu(x):
+    A = x.dtype.type
+    t = _erf(x * A(_SQRT1_2))
+    t += 1
+    u = x * A(0.5)
+    u *= t
+    return u
+
+
+def _gelu_backward(x, gy):
+    A = x.dtype.type
+    cdf = _erf(x * A(_SQRT1_2))
+    cdf += 1
+    cdf *= A(0.5)
+    pdf = x * A(-0.5)
+    pdf *= x
+    np.exp(pdf, out=pdf)
+    pdf *= A(_INV_SQRT_2PI)
+    pdf *= x
+    cdf += pdf
+    return np.multiply(gy, cdf, out=cdf)
+
+
+def _gelu_tanh(x):
+    A = x.dtype.type
+    t = x * x
+    t *= x
+    t *= A(_GELU_KAPPA)
+    t += x
+    t *= A(_SQRT_2_OVER_PI)
+    np.tanh(t, out=t)
+    t += 1
+    u = x * A(0.5)
+    u *= t
+    return u
+
+
+def _gelu_tanh_backward(x, gy):
+    A = x.dtype.type
+    x_sq = x * x
+    inner = x_sq * x
+    inner *= A(_GELU_KAPPA)
+    inner += x
+    inner *= A(_SQRT_2_OVER_PI)
+    th = np.tanh(inner, out=inner)
+    left = np.add(1, th)
+    left *= A(0.5)                                   # left_derivative
+    inner_derivative = x_sq
+    inner_derivative *= A(3 * _GELU_KAPPA)
+    inner_derivative += 1
+    inner_derivative *= A(_SQRT_2_OVER_PI)
+    right = x * A(0.5)
+    th *= th
+    np.subtract(1, th, out=th)
+    right *= th
+    right *= inner_derivative                        # right_derivative
+    left += right
+    return np.multiply(gy, left, out=left)
+
+
+def _silu(x):
+    t = np.negative(x)
+    np.exp(t, out=t)
+    t += 1
+    return np.divide(x, t, out=t)
+
+
+def _silu_backward(x, gy):
+    s = np.negative(x)
+    np.exp(s, out=s)
+    s += 1
+    np.divide(1, s, out=s)
+    t = np.subtract(1, s)
+    t *= x
+    t += 1
+    s = np.multiply(gy, s, out=s)
+    s *= t
+    return s
+
+
+_FORWARD = {"relu": _relu, "leaky_relu": _leaky_relu, "elu": _elu, "sigmoid": _sigmoid,
+            "tanh": _tanh, "softplus": _softplus, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
+            "silu": _silu}
+_BACKWARD = {"relu": _relu_backward, "leaky_relu": _leaky_relu_backward,
+             "elu": _elu_backward, "sigmoid": _sigmoid_backward, "tanh": _tanh_backward,
+             "softplus": _softplus_backward, "gelu": _gelu_backward,
+             "gelu_tanh": _gelu_tanh_backward, "silu": _silu_backward}
+
+
+def activation_forward(name, x, **params):
+    """Return ``activation(x)`` for ``name`` in ``ACTIVATIONS`` (dtype of ``x``).
+
+    Parameters (PyTorch defaults): ``negative_slope=0.01`` (leaky_relu), ``alpha=1.0`` (elu),
+    ``beta=1.0, threshold=20.0`` (softplus). Unknown ``name`` raises ValueError.
+    """
+    params = resolve_activation_params(name, params)
+    _check_float(name, x)
+    if name == "relu":  # exact in any dtype
+        return _relu(x)
+    with np.errstate(all="ignore"):
+        return _FORWARD[name](_acc(x), **params).astype(x.dtype, copy=False)
+
+
+def activation_backward(name, x, y, gy, **params):
+    """Return the input gradient of activation ``name`` given upstream gradient ``gy``.
+
+    Needs ``y`` (the forward output) for relu, sigmoid and tanh and ``x`` for the others
+    (``ACTIVATION_BACKWARD_USES``); the one not needed may be None. dtype of ``gy``.
+    """
+    params = resolve_activation_params(name, params)
+    saved = y if ACTIVATION_BACKWARD_USES[name] == "y" else x
+    if saved is None:
+        raise ValueError(f"{name} backward needs {ACTIVATION_BACKWARD_USES[name]}")
+    _check_float(name, saved, gy)
+    if name == "relu":
+        return _relu_backward(saved, gy)
+    with np.errstate(all="ignore"):
+        return _BACKWARD[name](_acc(saved), _acc(gy), **params).astype(gy.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax cross-entropy
+
+def raise_pending_device_errors():
+    """No-op: NumPy checks raise immediately (see ``fused_cupy.raise_pending_device_errors``)."""
+
+
+def check_class_indices(indices, num_classes, ignore_index=None, what="target"):
+    """Raise if an entry of ``indices`` is not in ``[0, num_classes)`` (nor ``ignore_index``).
+
+    NumPy raises at once: ValueError for a non-integer array, IndexError naming the first
+    offending value and the valid range. (The CuPy twin records the error on the device and
+    raises it at the next ``raise_pending_device_errors()``.)
+    """
+    if indices.dtype.kind not in "iu":
+        raise ValueError(f"{what} indices must be an integer array, got dtype {indices.dtype}")
+    if indices.size == 0:
+        return
+    if indices.min() >= 0 and indices.max() < num_classes:
+        return
+    invalid = (indices < 0) | (indices >= num_classes)
+    if ignore_index is not None:
+        invalid &= indices != ignore_index
+    if invalid.any():
+        bad = indices[invalid].flat[0]
+        raise IndexError(invalid_index_message(what, int(bad), num_classes, ignore_index))
+
+
+def invalid_index_message(what, value, num_classes, ignore_index):
+    """The error text for an out-of-range class index (shared with ``fused_cupy``)."""
+    extra = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+    return (f"{what} {value} is out of bounds: valid range is [0, {num_classes}){extra}")
+
+
+def _check_targets(logits, targets):
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [N, C], got shape {logits.shape}")
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets must have shape ({logits.shape[0]},), got {targets.shape}")
+    _check_float("softmax_cross_entropy", logits)
+
+
+def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0):
+    """Per-sample softmax cross-entropy of ``logits`` [N, C] against class ``targets`` [N].
+
+    Returns ``(loss, log_sum_exp)``: ``loss`` [N] in the logits dtype (0 where ignored),
+    ``log_sum_exp`` [N] in the accumulate dtype (float32 for float16 logits), saved for the
+    backward. ``loss = (1 - eps)(lse - x_t) + eps (lse - mean_c x_c)`` with ``eps =
+    label_smoothing``. Targets are checked with :func:`check_class_indices`.
+    """
+    _check_targets(logits, targets)
+    check_class_indices(targets, logits.shape[1], ignore_index, "target")
+    n, c = logits.shape
+    acc = np.dtype(np.float32) if logits.dtype == _FLOAT16 else logits.dtype
+    A = acc.type
+    with np.errstate(all="ignore"):
+        shift = logits.max(axis=1).astype(acc)
+        shift[~np.isfinite(shift)] = 0
+        e = np.subtract(logits, shift[:, None], dtype=acc)
+        np.exp(e, out=e)
+        lse = e.sum(axis=1)
+        np.log(lse, out=lse)
+        lse += shift
+        valid = targets != ignore_index
+        rows = np.arange(n)
+        picked = logits[rows, np.where(valid, targets, 0)].astype(acc)
+        loss = np.subtract(lse, picked)
+        if label_smoothing != 0.0:
+            smooth = logits.sum(axis=1, dtype=acc)
+            smooth /= A(c)
+            np.subtract(lse, smooth, out=smooth)
+            loss *= A(1.0 - label_smoothing)
+            smooth *= A(label_smoothing)
+            loss += smooth
+        loss[~valid] = 0
+    return loss.astype(logits.dtype, copy=False), lse
+
+
+def softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss, ignore_index=-100,
+                                   label_smoothing=0.0):
+    """Gradient w.r.t. ``logits`` of the per-sample loss, scaled by ``grad_loss`` [N].
+
+    ``grad = grad_loss * (softmax - eps / C - (1 - eps) onehot)``; ignored rows are 0. The
+    caller folds the mean/sum reduction into ``grad_loss``. dtype of ``logits``.
+    """
+    _check_targets(logits, targets)
+    n, c = logits.shape
+    acc = np.dtype(np.float32) if logits.dtype == _FLOAT16 else logits.dtype
+    A = acc.type
+    with np.errstate(all="ignore"):
+        g = np.subtract(logits, log_sum_exp.astype(acc, copy=False)[:, None], dtype=acc)
+        np.exp(g, out=g)
+        g -= A(label_smoothing / c)
+        valid = targets != ignore_index
+        rows = np.flatnonzero(valid)
+        g[rows, targets[rows]] -= A(1.0 - label_smoothing)
+        g *= grad_loss.astype(acc, copy=False)[:, None]
+        g[~valid] = 0
+    return g.astype(logits.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout (counter-based hash, see kernels/dropout.cuh)
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def splitmix64_int(z):
+    """splitmix64 of a Python int (mod 2**64)."""
+    z = (z + _GOLDEN) & _MASK64
+    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _splitmix64_inplace(z, tmp):
+    """splitmix64 of a uint64 array, in place (``tmp`` is scratch of the same shape)."""
+    z += np.uint64(_GOLDEN)
+    for shift, mul in ((30, _MIX1), (27, _MIX2)):
+        np.right_shift(z, np.uint64(shift), out=tmp)
+        z ^= tmp
+        z *= np.uint64(mul)
+    np.right_shift(z, np.uint64(31), out=tmp)
+    z ^= tmp
+    return z
+
+
+def dropout_keep_mask(shape, p, seed, step):
+    """Boolean keep-mask of the dropout kernel for an array of ``shape`` (C order)."""
+    size = math.prod(shape)
+    key = splitmix64_int(splitmix64_int(seed & _MASK64) ^ (step & _MASK64))
+    h = np.arange(size, dtype=np.uint64)
+    h ^= np.uint64(key)
+    tmp = np.empty_like(h)
+    _splitmix64_inplace(h, tmp)
+    h >>= np.uint64(11)
+    # u = (h >> 11) * 2**-53 >= p  <=>  (h >> 11) >= ceil(p * 2**53)   (all exact)
+    threshold = math.ceil(p * 2.0 ** 53)
+    if threshold >= 1 << 53:
+        return np.zeros(shape, dtype=bool)
+    return (h >= np.uint64(threshold)).reshape(shape)
+
+
+def _check_p(p):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
+def _dropout_apply(x, p, seed, step):
+    _check_p(p)
+    _check_float("dropout", x)
+    if p == 1.0:
+        return np.zeros_like(x)
+    keep = dropout_keep_mask(x.shape, p, seed, step)
+    a = _acc(x)
+    with np.errstate(all="ignore"):
+        y = np.divide(a, a.dtype.type(1.0 - p))
+    y[~keep] = 0
+    return y.astype(x.dtype, copy=False)
+
+
+def dropout_forward(x, p, seed, step):
+    """Dropout: keep each element with probability ``1 - p`` and scale it by ``1 / (1 - p)``.
+
+    The mask is a hash of ``(seed, step, flat index)`` (kernels/dropout.cuh), identical on
+    both backends; nothing is stored for the backward.
+    """
+    return _dropout_apply(x, p, seed, step)
+
+
+def dropout_backward(gy, p, seed, step):
+    """Gradient of :func:`dropout_forward`: the same mask (recomputed) and scale, applied to gy."""
+    return _dropout_apply(gy, p, seed, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizers (in place)
+
+_workspace = {}
+
+
+def _scratch(like, slot):
+    """A reusable buffer shaped like ``like`` (avoids fresh allocations every step)."""
+    key = (like.shape, like.dtype.str, slot)
+    buf = _workspace.get(key)
+    if buf is None:
+        if len(_workspace) > 256:
+            _workspace.clear()
+        buf = _workspace[key] = np.empty(like.shape, like.dtype)
+    return buf
+
+
+def _write_back(dst, src):
+    if src is not dst:
+        dst[...] = src
+
+
+def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
+               nesterov=False, weight_decay=0.0, first_step=False):
+    """One SGD step in place on ``param`` (and ``momentum_buffer``), as torch.optim.SGD.
+
+    ``g = grad + wd p``; with momentum: ``buf = g`` on the first step, else
+    ``buf = momentum buf + (1 - dampening) g``; ``g = g + momentum buf`` (nesterov) or ``buf``;
+    ``p -= lr g``. ``momentum_buffer`` is None when ``momentum == 0``.
+    """
+    _check_float("sgd", param, grad)
+    p = _acc(param)
+    A = p.dtype.type
+    g = _acc(grad)
+    if weight_decay != 0.0:
+        g = np.multiply(p, A(weight_decay), out=_scratch(p, "g"))
+        g += grad
+    if momentum != 0.0:
+        if momentum_buffer is None:
+            raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
+        buf = _acc(momentum_buffer)
+        if first_step:
+            buf[...] = g
+        else:
+            buf *= A(momentum)
+            t = np.multiply(g, A(1.0 - dampening), out=_scratch(p, "t"))
+            buf += t
+        _write_back(momentum_buffer, buf)
+        if nesterov:
+            t = np.multiply(buf, A(momentum), out=_scratch(p, "t"))
+            g = np.add(g, t, out=t)
+        else:
+            g = buf
+    t = np.multiply(g, A(lr), out=_scratch(p, "t2"))
+    p -= t
+    _write_back(param, p)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
+                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
+                decoupled=False):
+    """One Adam (``decoupled=False``) or AdamW (``decoupled=True``) step in place.
+
+    As torch.optim.Adam/AdamW's documented algorithm, with ``step`` the 1-based step count after
+    this update. ``max_exp_avg_sq`` is None unless ``amsgrad``.
+    """
+    _check_float("adam", param, grad)
+    if amsgrad and max_exp_avg_sq is None:
+        raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
+    step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
+    p = _acc(param)
+    A = p.dtype.type
+    g = _acc(grad)
+    with np.errstate(all="ignore"):
+        if weight_decay != 0.0:
+            if decoupled:
+                p *= A(1.0 - lr * weight_decay)
+            else:
+                g = np.multiply(p, A(weight_decay), out=_scratch(p, "g"))
+                g += grad
+        m = _acc(exp_avg)
+        v = _acc(exp_avg_sq)
+        t = _scratch(p, "t")
+        m *= A(beta1)
+        m += np.multiply(g, A(1.0 - beta1), out=t)
+        v *= A(beta2)
+        np.multiply(g, g, out=t)
+        t *= A(1.0 - beta2)
+        v += t
+        _write_back(exp_avg, m)
+        _write_back(exp_avg_sq, v)
+        if amsgrad:
+            vmax = np.maximum(_acc(max_exp_avg_sq), v, out=_acc(max_exp_avg_sq))
+            _write_back(max_exp_avg_sq, vmax)
+            v = vmax
+        denom = np.sqrt(v, out=t)
+        denom /= A(bias_correction2_sqrt)
+        denom += A(eps)
+        np.divide(m, denom, out=denom)
+        denom *= A(step_size)
+        p -= denom
+    _write_back(param, p)

@@ -1,0 +1,12 @@
+"""Data: data sets, the mini-batch ``DataLoader``, IDX files (MNIST, Fashion-MNIST), spirals.
+
+Everything here runs on the host; batches move to the device once each, in the DataLoader.
+"""
+from .dataset import Dataset, Subset, TensorDataset, random_split
+from .idx import DataError, read_idx, write_idx
+from .loader import DataLoader
+from .mnist import MNIST, FashionMNIST
+from .spiral import Spiral, spiral
+
+__all__ = ["DataError", "DataLoader", "Dataset", "FashionMNIST", "MNIST", "Spiral", "Subset", "TensorDataset",
+           "random_split", "read_idx", "spiral", "write_idx"]
