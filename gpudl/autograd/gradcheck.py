@@ -59,7 +59,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
                 index = _unravel(worst, t.shape)
                 raise GradcheckError(
                     f"gradcheck failed for input {k} (shape {t.shape}) at index {index}: "
-                    f"analytic {host_analytic.reshape(-1)[worst]!r}, numerical {numeric.reshape(-1)[worst]!r} "
+                    f"analytic {float(host_analytic.reshape(-1)[worst])!r}, numerical {float(numeric.reshape(-1)[worst])!r} "
                     f"(atol={atol}, rtol={rtol})")
     return True
 

@@ -1,0 +1,50 @@
+"""Adam and AdamW (decoupled weight decay), with optional AMSGrad."""
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam: ``g = ±grad + wd p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
+    with AMSGrad ``v_max = max(v_max, v)`` replaces v below; ``p -= lr m̂ / (√v̂ + eps)`` where
+    ``m̂ = m / (1-β1^t)`` and ``v̂ = v / (1-β2^t)`` (eps outside the square root).
+
+    The update is one fused pass per parameter (``backend.fused.adam_update``).
+    """
+
+    _decoupled_weight_decay = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
+
+    def _check_hyperparameters(self, group):
+        self._require(group["lr"] >= 0, f"invalid learning rate lr={group['lr']!r} (must be >= 0)")
+        self._require(group["eps"] >= 0, f"invalid eps={group['eps']!r} (must be >= 0)")
+        betas = group["betas"]
+        self._require(len(betas) == 2 and all(0 <= b < 1 for b in betas),
+                      f"invalid betas={betas!r} (two values, each in [0, 1))")
+        self._require(group["weight_decay"] >= 0, f"invalid weight_decay={group['weight_decay']!r} (must be >= 0)")
+
+    def _update(self, param, group, state, index):
+        grad = self._effective_grad(param, index, group["maximize"])
+        state["step"] = step = state.get("step", 0) + 1
+        exp_avg = self._state_array(state, "exp_avg", param)
+        exp_avg_sq = self._state_array(state, "exp_avg_sq", param)
+        max_exp_avg_sq = self._state_array(state, "max_exp_avg_sq", param) if group["amsgrad"] else None
+        beta1, beta2 = group["betas"]
+        param.backend.fused.adam_update(param.data, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step,
+                                        lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                                        weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                                        decoupled=self._decoupled_weight_decay)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay, ``p *= 1 - lr·wd`` before the Adam step
+    (the gradient itself gets no L2 term)."""
+
+    _decoupled_weight_decay = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize)

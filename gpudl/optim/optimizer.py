@@ -1,0 +1,210 @@
+"""``Optimizer``: parameter groups, per-parameter state, ``zero_grad``, ``step`` and state dicts.
+
+Subclasses implement ``_update(param, group, state, index)``, which changes ``param.data`` in
+place from ``param.grad.data``. State lives in ``self.state``, keyed by the parameter's position
+(its index counted over all groups in order, PyTorch's integer ids), so ``state_dict()`` maps
+onto another optimizer built the same way, in another process or on another device.
+"""
+import contextlib
+
+from .. import backend as _backend
+from ..autograd.grad_mode import enable_grad
+from ..tensor import Tensor
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+class Optimizer:
+    """Base class: holds ``param_groups`` (dicts of hyperparameters plus ``"params"``) and ``state``."""
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}        # parameter index -> {name: array | int}; what state_dict() saves
+        self._workspace = {}   # parameter index -> {name: array}; reusable temporaries, never saved
+        if isinstance(params, Tensor) or isinstance(params, dict):
+            raise TypeError(f"{type(self).__name__}: params should be an iterable of tensors or of dicts "
+                            f"(parameter groups), got a {type(params).__name__}")
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for k, group in enumerate(self.param_groups):
+            settings = ", ".join(f"{key}={value!r}" for key, value in group.items() if key != "params")
+            lines.append(f"  group {k}: {len(group['params'])} tensors, {settings}")
+        return "\n".join(lines + [")"])
+
+    # ----------------------------------------------------------------- parameter groups
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group: ``{"params": tensors, <hyperparameter>: value, ...}``; missing ones take the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{type(self).__name__}.add_param_group: expected a dict, got {type(param_group).__name__}")
+        params = param_group.get("params")
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(f"{type(self).__name__}: parameters must be given in a fixed order (a list), "
+                            "not a set, so that state dicts map back onto the same tensors")
+        elif params is None:
+            raise ValueError(f"{type(self).__name__}: a parameter group needs a 'params' entry")
+        params = list(params)
+        seen = {id(p) for group in self.param_groups for p in group["params"]}
+        for k, param in enumerate(params):
+            self._check_param(param, k)
+            if id(param) in seen:
+                raise ValueError(f"{type(self).__name__}: a tensor of shape {param.shape} appears more than once "
+                                 "in the parameters (within a group or in two groups)")
+            seen.add(id(param))
+        unknown = set(param_group) - set(self.defaults) - {"params", "initial_lr"}
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown hyperparameter(s) {sorted(unknown)} in a parameter "
+                             f"group; valid ones are {sorted(self.defaults)}")
+        group = {**self.defaults, **param_group, "params": params}
+        self._check_hyperparameters(group)
+        self.param_groups.append(group)
+
+    def _check_param(self, param, k):
+        name = type(self).__name__
+        if not isinstance(param, Tensor):
+            raise TypeError(f"{name}: parameter {k} is a {type(param).__name__}, expected a gpudl Tensor")
+        if not param.is_leaf:
+            raise ValueError(f"{name}: parameter {k} (shape {param.shape}) is not a leaf tensor; optimizers "
+                             "can only update leaves (call .detach().requires_grad_() to make one)")
+        if param.dtype.kind != "f":
+            raise TypeError(f"{name}: parameter {k} has dtype {param.dtype}; only floating-point tensors "
+                            "can be optimized")
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        """Raise ValueError for out-of-range hyperparameters (subclasses list theirs)."""
+
+    def _require(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise ValueError(f"{type(self).__name__}: {message}")
+
+    # ----------------------------------------------------------------- stepping
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's gradient: drop it (default) or, with ``set_to_none=False``, zero it in place."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if set_to_none:
+                    param.grad = None
+                else:
+                    param.grad.data.fill(0)
+
+    def step(self, closure=None):
+        """Update every parameter that has a gradient; ``closure`` (re-evaluating the loss) is called first."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        index = 0
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    state = self.state.get(index)
+                    if state is None:
+                        state = self.state[index] = {}
+                    backend = param.backend
+                    with backend.context(param.device) if backend.needs_device_context else _NO_CONTEXT:
+                        self._update(param, group, state, index)
+                    param._version[0] += 1  # saved-for-backward checks see the in-place change
+                index += 1
+        return loss
+
+    def _update(self, param, group: dict, state: dict, index: int) -> None:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- helpers for _update
+    def _buffer(self, index: int, name: str, like):
+        """A temporary shaped like ``like``, kept between steps so a step allocates nothing."""
+        buffers = self._workspace.setdefault(index, {})
+        array = buffers.get(name)
+        if array is None or array.shape != like.shape or array.dtype != like.dtype:
+            array = buffers[name] = _backend.backend_of(like).xp.empty_like(like)
+        return array
+
+    def _state_array(self, state: dict, name: str, param, fill=0.0):
+        """``state[name]``, created as an array like the parameter filled with ``fill`` on first use."""
+        array = state.get(name)
+        if array is None:
+            array = state[name] = param.backend.xp.full_like(param.data, fill)
+        return array
+
+    def _effective_grad(self, param, index: int, maximize: bool, weight_decay: float = 0.0):
+        """``±grad + weight_decay * param`` (minus for ``maximize``) as an array; ``param.grad`` is untouched."""
+        grad = param.grad.data
+        if not maximize and weight_decay == 0:
+            return grad
+        xp = param.backend.xp
+        out = self._buffer(index, "grad", grad)
+        if weight_decay == 0:
+            return xp.negative(grad, out=out)
+        xp.multiply(param.data, weight_decay, out=out)
+        return (xp.subtract if maximize else xp.add)(out, grad, out=out)
+
+    # ----------------------------------------------------------------- saving and restoring
+    def state_dict(self) -> dict:
+        """``{"state": {index: {name: Tensor | number}}, "param_groups": [{hyperparameters..., "params": [index, ...]}]}``.
+
+        State tensors share memory with the optimizer (as in PyTorch); ``gpudl.save`` copies them.
+        """
+        groups, index = [], 0
+        for group in self.param_groups:
+            packed = {key: value for key, value in group.items() if key != "params"}
+            packed["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(packed)
+        state = {k: {name: Tensor(value) if _backend.is_array(value) else value for name, value in entry.items()}
+                 for k, entry in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore hyperparameters and state saved by ``state_dict()`` of an optimizer built the same way.
+
+        State arrays are copied onto each parameter's device and float dtype. A different number of
+        groups or parameters, or state shaped unlike its parameter, is a ValueError that says where.
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError(f"{name}.load_state_dict: expected a dict with keys 'state' and 'param_groups', got "
+                             f"{sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the saved state has {len(saved_groups)} parameter groups, "
+                             f"this optimizer has {len(self.param_groups)}")
+        position, index = {}, 0
+        for k, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"{name}.load_state_dict: parameter group {k} has {len(saved['params'])} "
+                                 f"parameters in the saved state but {len(group['params'])} here")
+            for saved_id, param in zip(saved["params"], group["params"]):
+                position[saved_id] = (index, param)
+                index += 1
+        state = {}
+        for saved_id, entry in state_dict["state"].items():
+            if saved_id not in position:
+                raise ValueError(f"{name}.load_state_dict: state for parameter {saved_id!r}, which no group lists")
+            index, param = position[saved_id]
+            state[index] = {key: self._restore_state_value(value, param, index, key) for key, value in entry.items()}
+        for saved, group in zip(saved_groups, self.param_groups):
+            group.update({key: value for key, value in saved.items() if key != "params"})
+        self.state = state
+        self._workspace = {}
+
+    def _restore_state_value(self, value, param, index, key):
+        data = value.data if isinstance(value, Tensor) else value
+        if not _backend.is_array(data):
+            return value
+        if data.shape != param.shape:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: state {key!r} of parameter {index} has shape "
+                             f"{tuple(data.shape)} but the parameter has shape {param.shape}")
+        data = _backend.to_device(data, param.device, copy=True)
+        return data.astype(param.dtype, copy=False) if data.dtype.kind == "f" else data
