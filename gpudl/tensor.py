@@ -247,9 +247,20 @@ class Tensor:
             raise RuntimeError(f"{name}: a leaf tensor that requires grad cannot be modified in place "
                                "(wrap the update in gpudl.no_grad(), or use the out-of-place op)")
 
-    def _apply_inplace(self, name, result):
-        """Make this tensor hold ``result`` (computed out of place), keeping the graph right."""
+    def _apply_inplace(self, name, compute):
+        """Make this tensor hold ``compute(old)``, computed out of place, keeping the graph right.
+
+        ``old`` is a new Tensor holding a copy of the current values at this tensor's place in the
+        graph: the op must link to the producer of the values it replaces (not to this tensor, whose
+        grad_fn it becomes), and what it saves for backward must not be the array overwritten here.
+        """
         self._check_inplace(name)
+        if self.grad_fn is not None and self.grad_fn.is_view:
+            raise RuntimeError(f"{name}: in-place modification of a view of a tensor that requires grad is not "
+                               "supported (the viewed tensor would get a wrong gradient); use the out-of-place op")
+        old = Tensor(self.data.copy())
+        old.grad_fn, old._output_index, old._requires_grad = self.grad_fn, self._output_index, self._requires_grad
+        result = compute(old)
         result_data = result.data if isinstance(result, Tensor) else result
         if self.data.shape != result_data.shape:
             raise RuntimeError(f"{name}: the result has shape {tuple(result_data.shape)} but the tensor being "
@@ -264,7 +275,7 @@ class Tensor:
 
     def _inplace_binary(self, name, op, other):
         if grad_mode.enabled and (self._requires_grad or getattr(other, "requires_grad", False)):
-            return self._apply_inplace(name, op(self, other))
+            return self._apply_inplace(name, lambda old: op(old, other))
         xp = self.backend.xp
         other_data = other.data if isinstance(other, Tensor) else other
         ufunc = {"add_": xp.add, "sub_": xp.subtract, "mul_": xp.multiply, "div_": xp.true_divide}[name]
@@ -294,12 +305,15 @@ class Tensor:
 
     def zero_(self):
         """Fill with zeros in place."""
-        return self.fill_(0)
+        return self._fill("zero_", 0)
 
     def fill_(self, value):
         """Fill with ``value`` in place."""
+        return self._fill("fill_", value)
+
+    def _fill(self, name, value):
         if grad_mode.enabled and self._requires_grad:
-            return self._apply_inplace("fill_", self * 0 + value)
+            return self._apply_inplace(name, lambda old: old * 0 + value)
         self.data.fill(value)
         self._version[0] += 1
         return self
@@ -310,7 +324,7 @@ class Tensor:
         if source.device != self.device:
             source = source.to(self.device)
         if grad_mode.enabled and (self._requires_grad or source.requires_grad):
-            return self._apply_inplace("copy_", self * 0 + source.astype(self.dtype))
+            return self._apply_inplace("copy_", lambda old: old * 0 + source.astype(self.dtype))
         self.backend.xp.copyto(self.data, source.data, casting="unsafe")
         self._version[0] += 1
         return self
@@ -318,7 +332,7 @@ class Tensor:
     def clamp_(self, min=None, max=None):
         """Clip into ``[min, max]`` in place."""
         if grad_mode.enabled and self._requires_grad:
-            return self._apply_inplace("clamp_", _ops.clip(self, min, max))
+            return self._apply_inplace("clamp_", lambda old: _ops.clip(old, min, max))
         self.backend.xp.clip(self.data, min, max, out=self.data)
         self._version[0] += 1
         return self

@@ -105,9 +105,11 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
 
 def _accumulate_leaf(tensor, grad):
     if tensor.grad is None:
-        tensor.grad = Tensor._wrap(grad if grad.flags.c_contiguous else grad.copy())
+        # always a private, writable copy: grad may be a read-only broadcast view, the very array another
+        # input or the caller holds (add's backward passes g on unchanged), or a NumPy scalar (0-d results)
+        tensor.grad = Tensor._wrap(tensor.backend.xp.array(grad, copy=True))
     else:
-        tensor.grad.data = tensor.grad.data + grad
+        tensor.grad.data += grad  # in place: the buffer is private (above), and a 0-d array stays an array
 
 
 def backward(tensor, gradient=None, retain_graph=False, create_graph=False):

@@ -153,11 +153,11 @@ def new_array(device: Device, factory: str, *args, **kwargs):
         return getattr(backend.xp, factory)(*args, **kwargs)
 
 
-from .random import host_generator, manual_seed, new_generator, next_dropout_key  # noqa: E402
+from .random import host_generator, manual_seed, new_generator, next_dropout_key, seed_dropout  # noqa: E402
 
 __all__ = [
     "BackendError", "CPU", "Device", "NUMPY", "VALID_BACKENDS", "backend_for", "backend_of",
     "cupy_backend", "cupy_gpu_usable", "default_device", "device_of", "dtype", "get_device",
     "host_array_from_data", "installed_cupy_version", "host_generator", "is_array", "manual_seed", "new_array",
-    "new_generator", "next_dropout_key", "set_default_device", "to_device", "to_host",
+    "new_generator", "next_dropout_key", "seed_dropout", "set_default_device", "to_device", "to_host",
 ]

@@ -26,6 +26,13 @@ def next_dropout_key() -> tuple:
     return _state["seed"], step
 
 
+def seed_dropout(seed: int, step: int = 0) -> None:
+    """Set the dropout key stream to ``(seed, step)`` (a training loop derives it from seed and epoch
+    so that a resumed run draws the same masks)."""
+    _state["seed"] = int(seed)
+    _state["dropout_step"] = int(step)
+
+
 def new_generator(seed: int) -> numpy.random.Generator:
     """A fresh host generator, independent of the global one (for tests and tools)."""
     return numpy.random.default_rng(seed)

@@ -7,6 +7,11 @@ def _data(value):
     return value.data if isinstance(value, Tensor) else value
 
 
+def _result(x, values):
+    """A no-grad tensor on ``x``'s backend; NumPy gives scalars for 0-d results, a tensor holds an array."""
+    return Tensor(x.backend.xp.asarray(values))
+
+
 def _compare(ufunc_name, doc):
     def op(a, b):
         reference = a if isinstance(a, Tensor) else b
@@ -15,7 +20,7 @@ def _compare(ufunc_name, doc):
             raise RuntimeError(f"{ufunc_name}: tensors are on different devices: {a.device} and {b.device}")
         xp = reference.backend.xp
         try:
-            return Tensor(getattr(xp, ufunc_name)(_data(a), _data(b)))
+            return _result(reference, getattr(xp, ufunc_name)(_data(a), _data(b)))
         except ValueError as exc:
             raise ValueError(f"{ufunc_name}: cannot broadcast shapes {getattr(a, 'shape', ())} and "
                              f"{getattr(b, 'shape', ())}: {exc}") from None
@@ -36,17 +41,17 @@ logical_or = _compare("logical_or", "Elementwise logical or.")
 
 def logical_not(x):
     """Elementwise logical not."""
-    return Tensor(x.backend.xp.logical_not(x.data))
+    return _result(x, x.backend.xp.logical_not(x.data))
 
 
 def isfinite(x):
     """Elementwise: neither infinite nor NaN."""
-    return Tensor(x.backend.xp.isfinite(x.data))
+    return _result(x, x.backend.xp.isfinite(x.data))
 
 
 def isnan(x):
     """Elementwise: is NaN."""
-    return Tensor(x.backend.xp.isnan(x.data))
+    return _result(x, x.backend.xp.isnan(x.data))
 
 
 def _arg(name):
@@ -56,7 +61,7 @@ def _arg(name):
             axis = normalize_axes(axis, x.ndim, name)[0]
         if x.size == 0:
             raise ValueError(f"{name}: cannot take {name} of an empty tensor of shape {x.shape}")
-        return Tensor(getattr(x.data, name)(axis=axis, keepdims=pick_keepdims(keepdims, keepdim)))
+        return _result(x, getattr(x.data, name)(axis=axis, keepdims=pick_keepdims(keepdims, keepdim)))
     op.__name__ = name
     op.__doc__ = (f"Indices of the {'largest' if name == 'argmax' else 'smallest'} values along ``axis`` "
                   "(first one on ties; flattened when axis is None), as int64.")
@@ -69,9 +74,9 @@ argmin = _arg("argmin")
 
 def any(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
     """True where any element along ``axis`` is non-zero."""
-    return Tensor(x.data.any(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))
+    return _result(x, x.data.any(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))
 
 
 def all(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
     """True where every element along ``axis`` is non-zero."""
-    return Tensor(x.data.all(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))
+    return _result(x, x.data.all(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))

@@ -44,8 +44,9 @@ class Mean(_Reduction):
     def forward(self, x):
         self.in_shape = x.shape
         self.count = math.prod(x.shape[a] for a in self.axes)
-        out = x.mean(axis=self.axes, keepdims=self.keepdims, dtype=accumulation_dtype(x.dtype))
-        return out.astype(x.dtype)
+        acc = accumulation_dtype(x.dtype)
+        out = x.mean(axis=self.axes, keepdims=self.keepdims, dtype=acc)
+        return out.astype(x.dtype) if acc is not None else out  # an integer mean stays float64, as NumPy
 
     def backward(self, g):
         g = _expand_back(g, self.in_shape, self.axes, self.keepdims) / self.count

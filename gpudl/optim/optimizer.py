@@ -25,7 +25,7 @@ class Optimizer:
         if isinstance(params, Tensor) or isinstance(params, dict):
             raise TypeError(f"{type(self).__name__}: params should be an iterable of tensors or of dicts "
                             f"(parameter groups), got a {type(params).__name__}")
-        groups = list(params)
+        groups = list(self._ordered(params))
         if not groups:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -48,12 +48,9 @@ class Optimizer:
         params = param_group.get("params")
         if isinstance(params, Tensor):
             params = [params]
-        elif isinstance(params, (set, frozenset)):
-            raise TypeError(f"{type(self).__name__}: parameters must be given in a fixed order (a list), "
-                            "not a set, so that state dicts map back onto the same tensors")
         elif params is None:
             raise ValueError(f"{type(self).__name__}: a parameter group needs a 'params' entry")
-        params = list(params)
+        params = list(self._ordered(params))
         seen = {id(p) for group in self.param_groups for p in group["params"]}
         for k, param in enumerate(params):
             self._check_param(param, k)
@@ -68,6 +65,12 @@ class Optimizer:
         group = {**self.defaults, **param_group, "params": params}
         self._check_hyperparameters(group)
         self.param_groups.append(group)
+
+    def _ordered(self, params):
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(f"{type(self).__name__}: parameters must be given in a fixed order (a list), "
+                            "not a set, so that state dicts map back onto the same tensors")
+        return params
 
     def _check_param(self, param, k):
         name = type(self).__name__

@@ -1,0 +1,26 @@
+"""``gpudl info``: the backend GPUDL_BACKEND selects, its device, and library versions."""
+import platform
+
+from .. import __version__
+from .. import backend as _backend
+
+
+def add_parser(commands):
+    """Register the sub-command."""
+    parser = commands.add_parser("info", help="show the backend, device and versions")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Print what gpudl would run on."""
+    requested = _backend.requested_backend()
+    device = _backend.default_device()
+    chosen = _backend.backend_for(device)
+    fallback = " (auto: no usable CUDA GPU, using the CPU)" if requested == "auto" and chosen.name == "numpy" else ""
+    print(f"gpudl {__version__}")
+    print(f"python {platform.python_version()} ({platform.machine()})")
+    print(f"GPUDL_BACKEND={requested} -> backend {chosen.name}{fallback}")
+    print(f"device: {device} ({chosen.describe_device(device)})")
+    print(f"numpy {_backend.NUMPY.version()}")
+    print(f"cupy {_backend.installed_cupy_version() or 'not installed'}")
+    return 0

@@ -1,0 +1,56 @@
+"""Ready-made classifiers for 28×28 images: an MLP, a CNN and an LSTM reading rows as time steps."""
+from . import nn
+
+
+class MLP(nn.Sequential):
+    """Flatten → (Linear → ReLU → Dropout) per hidden size → Linear; 784-512-512-10 by default."""
+
+    def __init__(self, in_features=784, hidden_sizes=(512, 512), num_classes=10, dropout=0.0):
+        layers = [nn.Flatten()]
+        width = in_features
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+class CNN(nn.Sequential):
+    """conv 32 3×3 pad 1 → ReLU → max-pool 2 → conv 64 3×3 pad 1 → ReLU → max-pool 2 → fc 128 → ReLU → fc 10."""
+
+    def __init__(self, in_channels=1, channels=(32, 64), hidden_size=128, num_classes=10, image_size=28,
+                 dropout=0.0):
+        layers = []
+        width, side = in_channels, image_size
+        for out_channels in channels:
+            layers += [nn.Conv2d(width, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            width, side = out_channels, side // 2
+        layers += [nn.Flatten(), nn.Linear(width * side * side, hidden_size), nn.ReLU()]
+        layers += ([nn.Dropout(dropout)] if dropout else []) + [nn.Linear(hidden_size, num_classes)]
+        super().__init__(*layers)
+
+
+class LSTMClassifier(nn.Module):
+    """An LSTM over the rows of an image ([N, 28, 28]: 28 steps of 28 features); its last hidden
+    state goes through a linear layer to the class scores."""
+
+    def __init__(self, input_size=28, hidden_size=128, num_layers=1, num_classes=10, dropout=0.0):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x):
+        _, (h_n, _) = self.lstm(x)
+        return self.fc(self.dropout(h_n[-1]))
+
+
+MODELS = {"mlp": MLP, "cnn": CNN, "lstm": LSTMClassifier}
+
+
+def build(name: str, **options):
+    """The model called ``name`` (``mlp``, ``cnn`` or ``lstm``) with ``options``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**options)

@@ -1,0 +1,70 @@
+"""The affine map of ``nn.Linear`` as one Function, and ``gemm``, the matrix product the layers share."""
+from .. import backend as _backend
+from ..autograd.function import Function
+
+
+def gemm(xp, a, b, out=None):
+    """``a @ b`` (2-D or batched), written into ``out`` if given.
+
+    float16 operands are multiplied in float32 and the product rounded once, since float16 is for
+    storage and matrix products accumulate in float32.
+    """
+    if a.dtype == _backend.float16:
+        product = xp.matmul(a.astype(_backend.float32), b.astype(_backend.float32))
+        if out is None:
+            return product.astype(_backend.float16)
+        out[...] = product
+        return out
+    return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+
+
+class Linear(Function):
+    """``x @ weight.T + bias`` for ``x`` of shape [*, in]; weight [out, in] as in PyTorch.
+
+    The leading dimensions of ``x`` are flattened, so every product, including the weight
+    gradient over the whole batch, is one 2-D GEMM.
+    """
+
+    def forward(self, x, weight, bias):
+        xp = self.xp
+        x2 = x.reshape(-1, x.shape[-1])
+        out = gemm(xp, x2, weight.T)
+        if bias is not None:
+            out += bias
+        self.saved = (x, weight)
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, g):
+        x, weight = self.saved
+        xp = self.xp
+        g2 = g.reshape(-1, weight.shape[0])
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            gx = gemm(xp, g2, weight).reshape(x.shape)
+        if self.needs_input_grad[1]:
+            gw = gemm(xp, g2.T, x.reshape(-1, x.shape[-1]))
+        if self.needs_input_grad[2]:
+            gb = g2.sum(axis=0, dtype=_backend.float32 if g2.dtype == _backend.float16 else None)
+        return gx, gw, gb
+
+
+def linear(input, weight, bias=None):
+    """``input @ weight.T + bias`` (PyTorch's ``F.linear``): input [*, in], weight [out, in], bias [out] or None."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D [out_features, in_features], got shape {weight.shape}")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {input.shape} does not end in in_features={weight.shape[1]} "
+                         f"(weight shape {weight.shape})")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    _check_same_dtype("linear", input, weight, bias)
+    return Linear().apply(input, weight, bias)
+
+
+def _check_same_dtype(op, input, weight, bias):
+    """Raise if the input's dtype differs from the parameters' (no silent promotion to float64)."""
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.dtype != input.dtype:
+            raise TypeError(f"{op}: input has dtype {input.dtype} but {name} has dtype {tensor.dtype}; "
+                            f"convert the input (e.g. x.astype({str(tensor.dtype)!r})) or the module "
+                            f"(module.to({str(input.dtype)!r}))")
