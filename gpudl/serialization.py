@@ -56,7 +56,7 @@ def save(state, path) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         raise CheckpointError(f"could not write checkpoint {path!r}: {exc}") from exc
-    finally:
+    finally:  # after os.replace the temporary is gone; after a failure it is removed here
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
     _fsync_folder(folder)
@@ -96,8 +96,9 @@ def _encode(value, path, arrays, file):
     if isinstance(value, (list, tuple)):
         return {"type": type(value).__name__ if type(value) in (list, tuple) else "list",
                 "items": [_encode(item, path + (k,), arrays, file) for k, item in enumerate(value)]}
-    raise CheckpointError(f"cannot save checkpoint {file!r}: {_describe_path(path)} is a {type(value).__name__}; "
-                          "a checkpoint holds dicts, lists, tuples, tensors, arrays, numbers, strings and None")
+    raise CheckpointError(f"cannot save checkpoint {file!r}: {_describe_path(path)} has unsupported type "
+                          f"{type(value).__name__}; a checkpoint holds dicts, lists, tuples, tensors, arrays, "
+                          "numbers, strings and None")
 
 
 def _store(array, path, arrays, file):
@@ -138,9 +139,9 @@ def load(path, map_location=None):
             raise CheckpointError(f"checkpoint {path!r} has format version {metadata.get('version')!r}; this "
                                   f"gpudl reads version {VERSION} (was it written by a newer gpudl?)")
         return _decode(metadata["tree"], arrays, device)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"checkpoint {path!r} has corrupt metadata ({type(exc).__name__}: {exc})") from exc
 
 

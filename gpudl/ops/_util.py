@@ -32,6 +32,12 @@ def as_tensor_like(value, reference: Tensor) -> Tensor:
     return Tensor(_backend.to_device(data, reference.device))
 
 
+def broadcast_error(op, operands, exc):
+    """The ValueError for operands of ``op`` whose shapes do not broadcast (scalars show as ``()``)."""
+    shapes = " and ".join(str(tuple(getattr(v, "shape", ()))) for v in operands)
+    return ValueError(f"{op}: cannot broadcast shapes {shapes}: {exc}")
+
+
 def pick_axis(axis, dim, default=None):
     """``axis=`` (NumPy) or ``dim=`` (PyTorch); a list becomes a tuple."""
     if axis is not None and dim is not None:

@@ -2,12 +2,7 @@
 import math
 
 from ..autograd.function import Function
-from ._util import SCALAR_TYPES, operand
-
-
-def _binary_shape_error(op, a, b, exc):
-    return ValueError(f"{op}: cannot broadcast shapes {getattr(a, 'shape', ())} and "
-                      f"{getattr(b, 'shape', ())}: {exc}")
+from ._util import SCALAR_TYPES, broadcast_error, operand
 
 
 class Add(Function):
@@ -130,7 +125,7 @@ def _binary(function_class, name):
             return function_class().apply(a, b)
         except ValueError as exc:
             if "broadcast" in str(exc) or "shape" in str(exc):
-                raise _binary_shape_error(name, a, b, exc) from None
+                raise broadcast_error(name, (a, b), exc) from None
             raise
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} with broadcasting; Python scalars keep the tensor's dtype."
@@ -164,4 +159,4 @@ def matmul(a, b):
     try:
         return MatMul().apply(a, b)
     except ValueError as exc:
-        raise _binary_shape_error("matmul", a, b, exc) from None
+        raise broadcast_error("matmul", (a, b), exc) from None

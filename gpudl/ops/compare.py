@@ -1,6 +1,6 @@
 """Comparisons, logical ops and arg-reductions: results carry no gradient."""
 from ..tensor import Tensor
-from ._util import normalize_axes, operand, pick_axis, pick_keepdims
+from ._util import broadcast_error, normalize_axes, operand, pick_axis, pick_keepdims
 
 
 def _data(value):
@@ -22,8 +22,7 @@ def _compare(ufunc_name, doc):
         try:
             return _result(reference, getattr(xp, ufunc_name)(_data(a), _data(b)))
         except ValueError as exc:
-            raise ValueError(f"{ufunc_name}: cannot broadcast shapes {getattr(a, 'shape', ())} and "
-                             f"{getattr(b, 'shape', ())}: {exc}") from None
+            raise broadcast_error(ufunc_name, (a, b), exc) from None
     op.__name__ = ufunc_name
     op.__doc__ = doc
     return op
@@ -74,9 +73,11 @@ argmin = _arg("argmin")
 
 def any(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
     """True where any element along ``axis`` is non-zero."""
-    return _result(x, x.data.any(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))
+    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "any")
+    return _result(x, x.data.any(axis=axes, keepdims=pick_keepdims(keepdims, keepdim)))
 
 
 def all(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
     """True where every element along ``axis`` is non-zero."""
-    return _result(x, x.data.all(axis=pick_axis(axis, dim), keepdims=pick_keepdims(keepdims, keepdim)))
+    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "all")
+    return _result(x, x.data.all(axis=axes, keepdims=pick_keepdims(keepdims, keepdim)))

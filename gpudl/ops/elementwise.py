@@ -2,7 +2,7 @@
 from .. import backend as _backend
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._util import operand
+from ._util import broadcast_error, operand
 
 
 class Exp(Function):
@@ -162,7 +162,11 @@ def clamp(x, min=None, max=None):
 def _pair(function_class, name):
     def op(a, b):
         reference = a if isinstance(a, Tensor) else b
-        return function_class().apply(operand(a, reference), operand(b, reference))
+        a, b = operand(a, reference), operand(b, reference)
+        try:
+            return function_class().apply(a, b)
+        except ValueError as exc:
+            raise broadcast_error(name, (a, b), exc) from None
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of two tensors (or a tensor and a scalar), broadcasting."
     return op
@@ -181,7 +185,11 @@ def where(condition, a, b):
     condition = condition.data if isinstance(condition, Tensor) else condition
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         return Tensor(reference.backend.xp.where(condition, a, b))
-    return Where(condition).apply(operand(a, reference), operand(b, reference))
+    a, b = operand(a, reference), operand(b, reference)
+    try:
+        return Where(condition).apply(a, b)
+    except ValueError as exc:
+        raise broadcast_error("where", (condition, a, b), exc) from None
 
 
 def astype(x, dtype):

@@ -1,6 +1,7 @@
 """The affine map of ``nn.Linear`` as one Function, and ``gemm``, the matrix product the layers share."""
 from .. import backend as _backend
 from ..autograd.function import Function
+from ._util import accumulation_dtype
 
 
 def gemm(xp, a, b, out=None):
@@ -44,7 +45,7 @@ class Linear(Function):
         if self.needs_input_grad[1]:
             gw = gemm(xp, g2.T, x.reshape(-1, x.shape[-1]))
         if self.needs_input_grad[2]:
-            gb = g2.sum(axis=0, dtype=_backend.float32 if g2.dtype == _backend.float16 else None)
+            gb = g2.sum(axis=0, dtype=accumulation_dtype(g2.dtype))
         return gx, gw, gb
 
 

@@ -218,13 +218,18 @@ def _ddof(ddof, correction, unbiased):
 def var(x, axis=None, keepdims=False, ddof=None, *, dim=None, keepdim=False, correction=None, unbiased=None):
     """Variance over ``axis``; population (``ddof=0``) by default as NumPy, ``ddof``/``correction``/
     ``unbiased`` select the sample variance."""
-    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "var")
-    return Var(axes, pick_keepdims(keepdims, keepdim), _ddof(ddof, correction, unbiased)).apply(x)
+    return _variance("var", x, pick_axis(axis, dim), pick_keepdims(keepdims, keepdim),
+                     _ddof(ddof, correction, unbiased))
 
 
 def std(x, axis=None, keepdims=False, ddof=None, *, dim=None, keepdim=False, correction=None, unbiased=None):
     """Standard deviation: the square root of ``var`` with the same arguments."""
-    return sqrt(var(x, axis, keepdims, ddof, dim=dim, keepdim=keepdim, correction=correction, unbiased=unbiased))
+    return sqrt(_variance("std", x, pick_axis(axis, dim), pick_keepdims(keepdims, keepdim),
+                          _ddof(ddof, correction, unbiased)))
+
+
+def _variance(name, x, axis, keepdims, ddof):
+    return Var(normalize_axes(axis, x.ndim, name), keepdims, ddof).apply(x)
 
 
 def _single_axis(axis, dim, ndim, name):

@@ -63,7 +63,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                                f"{float(total)}, so they cannot be clipped; pass error_if_nonfinite=False "
                                "to scale them anyway")
         factor = xp.minimum(max_norm / (total + 1e-6), 1.0)
-        total = xp.asarray(total, dtype=xp.result_type(*grads))
+        total = xp.asarray(total, dtype=xp.result_type(*(grad.dtype for grad in grads)))
     for grad in grads:
         grad *= _backend.to_device(factor, _backend.device_of(grad))
     return Tensor(total)

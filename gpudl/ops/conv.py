@@ -1,0 +1,231 @@
+"""2-D convolution by im2col and one GEMM, plus the window geometry and scratch space pooling shares.
+
+Memory layout. A convolution's output is stored as [C, N, H, W] and handed out as a transposed
+view with PyTorch's logical shape [N, C, H, W]. With im2col columns laid out
+[C·kh·kw, N·OH·OW], the three products of a layer are then single GEMMs whose results are
+already where they belong: the forward ``W @ cols`` *is* the output, the weight gradient is
+``g @ cols.T`` and the column gradient ``W.T @ g``, with no transpose copy before or after.
+Elementwise ops keep a view's memory order (NumPy's ``order='K'``), so the next layer (and the
+gradient coming back) usually arrive in the same layout and are read without copying.
+"""
+from ..autograd.function import Function
+from ..autograd.grad_mode import grad_mode
+from ._util import accumulation_dtype
+from .linear import _check_same_dtype, gemm
+
+
+class Workspace:
+    """Scratch arrays reused between calls, keyed by device, shape and dtype.
+
+    A training step needs the same large temporaries (im2col columns, padded inputs) every time,
+    and fresh multi-MB arrays cost page faults on each step. An array is taken out while in use
+    (columns stay out until backward has used them) and given back afterwards; one that is never
+    given back (its graph was dropped without a backward) is simply garbage-collected.
+    """
+
+    def __init__(self, max_keys=16, per_key=2):
+        self._free = {}  # key -> arrays; insertion order is least recently used first
+        self.max_keys, self.per_key = max_keys, per_key
+
+    def take(self, xp, device, shape, dtype):
+        """An array of ``shape`` and ``dtype`` on ``device`` with arbitrary contents."""
+        arrays = self._free.pop((device, shape, dtype), None)
+        if arrays:
+            array = arrays.pop()
+            if arrays:
+                self._free[(device, shape, dtype)] = arrays
+            return array
+        return xp.empty(shape, dtype=dtype)
+
+    def give_back(self, device, array):
+        """Return ``array`` (from ``take``) for reuse; the caller must not touch it afterwards."""
+        key = (device, array.shape, array.dtype)
+        arrays = self._free.pop(key, [])
+        if len(arrays) < self.per_key:
+            arrays.append(array)
+        self._free[key] = arrays
+        if len(self._free) > self.max_keys:
+            del self._free[next(iter(self._free))]
+
+    def clear(self):
+        """Drop every kept array (to free memory)."""
+        self._free.clear()
+
+
+WORKSPACE = Workspace()
+
+
+def pair(value, name, op):
+    """``value`` (an int or a pair of ints) as a pair."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def output_size(op, in_hw, kernel, stride, pads, dilation):
+    """``(OH, OW)`` of a sliding window; an error if the padded input is smaller than the dilated kernel."""
+    top, bottom, left, right = pads
+    padded = (in_hw[0] + top + bottom, in_hw[1] + left + right)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    if padded[0] < extent[0] or padded[1] < extent[1]:
+        raise ValueError(f"{op}: the input's spatial size {tuple(in_hw)} (padded: {padded}) is smaller than the "
+                         f"kernel {tuple(kernel)} (with dilation {tuple(dilation)}: {extent})")
+    return tuple((p - e) // s + 1 for p, e, s in zip(padded, extent, stride))
+
+
+def window_tap(i, j, out_hw, stride, dilation):
+    """Index of tap ``(i, j)`` of every window, for the last two axes of a padded array."""
+    return (slice(None), slice(None),
+            slice(i * dilation[0], i * dilation[0] + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+            slice(j * dilation[1], j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
+
+
+def channels_first_padded(xp, device, x, pads, fill):
+    """``x`` [N, C, H, W] copied into a workspace array laid out [C, N, H+top+bottom, W+left+right]
+    whose border holds ``fill``; give it back to ``WORKSPACE`` when done."""
+    n, c, h, w = x.shape
+    top, bottom, left, right = pads
+    buffer = WORKSPACE.take(xp, device, (c, n, h + top + bottom, w + left + right), x.dtype)
+    buffer[:, :, :top] = fill
+    buffer[:, :, top + h:] = fill
+    buffer[:, :, top:top + h, :left] = fill
+    buffer[:, :, top:top + h, left + w:] = fill
+    buffer[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+    return buffer
+
+
+class Conv2d(Function):
+    """Cross-correlation of x [N, C, H, W] with weight [O, C/groups, kh, kw], plus bias [O]."""
+
+    def __init__(self, stride, pads, dilation, groups, out_hw, keep_columns):
+        self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
+        self.out_hw, self.keep_columns = out_hw, keep_columns
+        self.columns = None
+
+    def forward(self, x, weight, bias):
+        xp = self.xp
+        n, c, h, w = self.x_shape = x.shape
+        o, _, kh, kw = weight.shape
+        oh, ow = self.out_hw
+        self.device = self.backend.device_of(x)
+        padded = any(self.pads)
+        source = channels_first_padded(xp, self.device, x, self.pads, 0) if padded else x.transpose(1, 0, 2, 3)
+        sc, sn, sh, sw = source.strides
+        windows = xp.lib.stride_tricks.as_strided(  # [C, kh, kw, N, OH, OW]: the columns, not yet copied
+            source, (c, kh, kw, n, oh, ow),
+            (sc, sh * self.dilation[0], sw * self.dilation[1], sn, sh * self.stride[0], sw * self.stride[1]))
+        columns = WORKSPACE.take(xp, self.device, windows.shape, x.dtype)
+        xp.copyto(columns, windows)
+        if padded:
+            WORKSPACE.give_back(self.device, source)
+        g = self.groups
+        out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, -1, n * oh * ow)).reshape(o, n, oh, ow)
+        if bias is not None:
+            out += bias.reshape(o, 1, 1, 1)
+        if self.keep_columns:
+            self.columns = columns
+        else:
+            WORKSPACE.give_back(self.device, columns)
+        self.saved = (weight,)
+        return out.transpose(1, 0, 2, 3)
+
+    def backward(self, grad):
+        weight, = self.saved
+        xp = self.xp
+        o = weight.shape[0]
+        g = self.groups
+        length = grad.shape[0] * grad.shape[2] * grad.shape[3]
+        grad3 = grad.transpose(1, 0, 2, 3).reshape(g, o // g, length)  # a view in the layout forward made
+        gx = gw = gb = None
+        if self.needs_input_grad[1]:
+            gw = gemm(xp, grad3, self.columns.reshape(g, -1, length).transpose(0, 2, 1)).reshape(weight.shape)
+        if self.needs_input_grad[2]:
+            gb = grad3.reshape(o, length).sum(axis=1, dtype=accumulation_dtype(grad.dtype))
+        if self.needs_input_grad[0]:
+            n, c, _, _ = self.x_shape
+            kh, kw = weight.shape[2:]
+            gcolumns = WORKSPACE.take(xp, self.device, (c, kh, kw, n) + tuple(self.out_hw), grad.dtype)
+            gemm(xp, weight.reshape(g, o // g, -1).transpose(0, 2, 1), grad3, out=gcolumns.reshape(g, -1, length))
+            gx = self._col2im(gcolumns)
+            WORKSPACE.give_back(self.device, gcolumns)
+        return gx, gw, gb
+
+    def _col2im(self, gcolumns):
+        """Sum the column gradients back onto the input: one add per kernel tap into a shifted,
+        strided slice (each slice covers distinct elements, so no add goes through overlapping memory)."""
+        xp = self.xp
+        n, c, h, w = self.x_shape
+        top, bottom, left, right = self.pads
+        gpad = xp.zeros((c, n, h + top + bottom, w + left + right), dtype=gcolumns.dtype)
+        for i in range(gcolumns.shape[1]):
+            for j in range(gcolumns.shape[2]):
+                target = gpad[window_tap(i, j, self.out_hw, self.stride, self.dilation)]
+                xp.add(target, gcolumns[:, i, j], out=target)
+        return gpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3)
+
+    def release(self):
+        if self.columns is not None:
+            WORKSPACE.give_back(self.device, self.columns)
+            self.columns = None
+        super().release()
+
+
+def conv_padding(padding, kernel, dilation, stride, op):
+    """``(top, bottom, left, right)`` from an int, a pair, ``'valid'`` or ``'same'`` (as PyTorch)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
+    if isinstance(padding, str):
+        raise ValueError(f"{op}: padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    ph, pw = pair(padding, "padding", op)
+    if ph < 0 or pw < 0:
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    return (ph, ph, pw, pw)
+
+
+def positive_pair(value, name, op):
+    """``value`` as a pair of positive ints, or a clear error."""
+    result = pair(value, name, op)
+    if min(result) < 1:
+        raise ValueError(f"{op}: {name} must be positive, got {value!r}")
+    return result
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as PyTorch's ``F.conv2d``).
+
+    input [N, C, H, W] (or unbatched [C, H, W]); weight [O, C/groups, kh, kw]; bias [O] or None.
+    ``padding``: int, pair, ``'valid'`` or ``'same'``; zeros are padded. Returns [N, O, OH, OW].
+    """
+    op = "conv2d"
+    if input.ndim not in (3, 4):
+        raise ValueError(f"{op}: expected a 4-D input [N, C, H, W] (or 3-D [C, H, W]), got shape {input.shape}")
+    if input.ndim == 3:
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D [out_channels, in_channels/groups, kh, kw], got {weight.shape}")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"{op}: groups={groups!r} must be a positive int dividing out_channels={weight.shape[0]}")
+    if input.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"{op}: input of shape {input.shape} has {input.shape[1]} channels, but weight of shape "
+                         f"{weight.shape} with groups={groups} expects {weight.shape[1] * groups}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be floating point, got {input.dtype}")
+    _check_same_dtype(op, input, weight, bias)
+    stride = positive_pair(stride, "stride", op)
+    dilation = positive_pair(dilation, "dilation", op)
+    kernel = weight.shape[2:]
+    pads = conv_padding(padding, kernel, dilation, stride, op)
+    out_hw = output_size(op, input.shape[2:], kernel, stride, pads, dilation)
+    keep_columns = grad_mode.enabled and weight.requires_grad
+    return Conv2d(stride, pads, dilation, groups, out_hw, keep_columns).apply(input, weight, bias)
+
