@@ -22,7 +22,7 @@ class Optimizer:
         self.param_groups = []
         self.state = {}        # parameter index -> {name: array | int}; what state_dict() saves
         self._workspace = {}   # parameter index -> {name: array}; reusable temporaries, never saved
-        if isinstance(params, Tensor) or isinstance(params, dict):
+        if isinstance(params, (Tensor, dict)):
             raise TypeError(f"{type(self).__name__}: params should be an iterable of tensors or of dicts "
                             f"(parameter groups), got a {type(params).__name__}")
         groups = list(self._ordered(params))
@@ -44,7 +44,8 @@ class Optimizer:
     def add_param_group(self, param_group: dict) -> None:
         """Add a group: ``{"params": tensors, <hyperparameter>: value, ...}``; missing ones take the defaults."""
         if not isinstance(param_group, dict):
-            raise TypeError(f"{type(self).__name__}.add_param_group: expected a dict, got {type(param_group).__name__}")
+            raise TypeError(f"{type(self).__name__}.add_param_group: expected a dict, "
+                            f"got {type(param_group).__name__}")
         params = param_group.get("params")
         if isinstance(params, Tensor):
             params = [params]
@@ -155,7 +156,8 @@ class Optimizer:
 
     # ----------------------------------------------------------------- saving and restoring
     def state_dict(self) -> dict:
-        """``{"state": {index: {name: Tensor | number}}, "param_groups": [{hyperparameters..., "params": [index, ...]}]}``.
+        """The optimizer's state as ``{"state": {index: {name: Tensor | number}}, "param_groups":
+        [{hyperparameters..., "params": [index, ...]}]}``, indices counting parameters over all groups.
 
         State tensors share memory with the optimizer (as in PyTorch); ``gpudl.save`` copies them.
         """
@@ -199,6 +201,7 @@ class Optimizer:
             state[index] = {key: self._restore_state_value(value, param, index, key) for key, value in entry.items()}
         for saved, group in zip(saved_groups, self.param_groups):
             group.update({key: value for key, value in saved.items() if key != "params"})
+            self._check_hyperparameters(group)
         self.state = state
         self._workspace = {}
 

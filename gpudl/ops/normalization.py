@@ -1,0 +1,132 @@
+"""Batch and layer normalisation: one Function that normalises over some axes and applies an
+affine map whose parameters broadcast over the others. Statistics of float16 inputs are
+accumulated in float32."""
+from ..autograd.function import Function
+from ..tensor import Tensor
+from ._util import accumulation_dtype
+
+
+class Normalize(Function):
+    """``(x - mean) / sqrt(var + eps) * weight + bias``.
+
+    ``stats_axes``: the axes mean and (biased) variance run over. With ``stats=(mean, var)``
+    (arrays shaped like the parameters) those are used instead and are constants for backward
+    (batch norm in eval mode). ``param_shape`` is the shape weight and bias are viewed as to
+    broadcast against x; ``param_axes`` are the axes their gradients are summed over. After
+    forward, ``batch_mean`` and ``batch_var`` hold the statistics computed from the input.
+    """
+
+    def __init__(self, stats_axes, param_shape, param_axes, eps, stats=None):
+        self.stats_axes, self.param_shape, self.param_axes = stats_axes, param_shape, param_axes
+        self.eps, self.stats = eps, stats
+
+    def forward(self, x, weight, bias):
+        xp = self.xp
+        acc = accumulation_dtype(x.dtype) or x.dtype
+        if self.stats is None:
+            mean = x.mean(axis=self.stats_axes, keepdims=True, dtype=acc)
+            centered = xp.subtract(x, mean, dtype=acc)
+            var = xp.square(centered).mean(axis=self.stats_axes, keepdims=True)
+            self.batch_mean, self.batch_var = mean, var
+        else:
+            mean, var = (s.reshape(self.param_shape).astype(acc) for s in self.stats)
+            centered = xp.subtract(x, mean, dtype=acc)
+        inv_std = 1 / xp.sqrt(var + self.eps)
+        normalized = centered
+        normalized *= inv_std
+        out = normalized * weight.reshape(self.param_shape) if weight is not None else normalized.copy()
+        if bias is not None:
+            out += bias.reshape(self.param_shape)
+        self.saved = (normalized, inv_std, weight)
+        return out.astype(x.dtype, copy=False)
+
+    def backward(self, grad):
+        normalized, inv_std, weight = self.saved
+        xp = self.xp
+        g = grad.astype(normalized.dtype, copy=False)
+        gx = gw = gb = None
+        if self.needs_input_grad[1]:
+            gw = (g * normalized).sum(axis=self.param_axes)  # summing param_axes leaves the parameter's shape
+        if self.needs_input_grad[2]:
+            gb = g.sum(axis=self.param_axes)
+        if self.needs_input_grad[0]:
+            g_normalized = g * weight.reshape(self.param_shape) if weight is not None else g
+            if self.stats is None:
+                # d/dx of (x - mean) * inv_std, with mean and var depending on x
+                projection = xp.mean(g_normalized * normalized, axis=self.stats_axes, keepdims=True)
+                gx = g_normalized - xp.mean(g_normalized, axis=self.stats_axes, keepdims=True)
+                gx -= normalized * projection
+                gx *= inv_std
+            else:
+                gx = g_normalized * inv_std
+        return gx, gw, gb
+
+
+def _check_param(op, name, tensor, shape, input):
+    if tensor is None:
+        return
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tensor.shape}")
+    if tensor.dtype != input.dtype:
+        raise TypeError(f"{op}: input has dtype {input.dtype} but {name} has dtype {tensor.dtype}")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over axis 1 of input [N, C, *] (PyTorch's ``F.batch_norm``).
+
+    ``training=True`` normalises with the batch statistics (biased variance) and, if running
+    statistics are given, updates them in place: ``running = (1 - momentum) * running +
+    momentum * batch``, using the unbiased variance for ``running_var``. ``momentum`` may be a
+    Python number or a 0-d tensor (a factor computed on the device, as batch norm's cumulative
+    average does). ``training=False`` normalises with the running statistics.
+    """
+    op = "batch_norm"
+    if input.ndim < 2:
+        raise ValueError(f"{op}: expected an input [N, C, *] with at least 2 dimensions, got shape {input.shape}")
+    channels = input.shape[1]
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        _check_param(op, name, tensor, (channels,), input)
+    for name, tensor in (("running_mean", running_mean), ("running_var", running_var)):
+        if tensor is not None and tuple(tensor.shape) != (channels,):
+            raise ValueError(f"{op}: {name} must have shape ({channels},), got {tensor.shape}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: give both running_mean and running_var, or neither")
+    axes = (0,) + tuple(range(2, input.ndim))
+    param_shape = (1, channels) + (1,) * (input.ndim - 2)
+    if not training:
+        if running_mean is None:
+            raise ValueError(f"{op}: running_mean and running_var are needed when training=False")
+        fn = Normalize(axes, param_shape, axes, eps, stats=(running_mean.data, running_var.data))
+        return fn.apply(input, weight, bias)
+    count = input.size // channels
+    if count <= 1:
+        raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
+                         f"{input.shape}")
+    fn = Normalize(axes, param_shape, axes, eps)
+    out = fn.apply(input, weight, bias)
+    if running_mean is not None:
+        factor = momentum.data if isinstance(momentum, Tensor) else momentum
+        _update_running(running_mean, fn.batch_mean, factor)
+        _update_running(running_var, fn.batch_var * (count / (count - 1)), factor)
+    return out
+
+
+def _update_running(running, batch, factor):
+    """``running = (1 - factor) * running + factor * batch`` in place, without a host sync."""
+    update = (batch.reshape(running.shape) * factor).astype(running.dtype, copy=False)
+    running.mul_(1 - factor)
+    running.add_(Tensor(update))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalisation over the trailing ``normalized_shape`` dimensions (PyTorch's ``F.layer_norm``)."""
+    op = "layer_norm"
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k:]) != normalized_shape:
+        raise ValueError(f"{op}: input of shape {input.shape} does not end in normalized_shape {normalized_shape}")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        _check_param(op, name, tensor, normalized_shape, input)
+    lead = input.ndim - k
+    fn = Normalize(tuple(range(lead, input.ndim)), normalized_shape, tuple(range(lead)), eps)
+    return fn.apply(input, weight, bias)
