@@ -10,6 +10,7 @@ from .backend import (BackendError, Device, bool_, default_device, float16, floa
 from .factories import (arange, empty, full, full_like, ones, ones_like, rand, randint, randn, tensor, zeros,
                         zeros_like)
 from .ops import *  # noqa: F401,F403
+from .profiler import profile
 from .serialization import CheckpointError, load, save
 from .tensor import Tensor
 

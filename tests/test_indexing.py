@@ -96,3 +96,14 @@ def test_bad_indices_name_the_index_and_the_shape(index, pattern, device):
     x = gd.tensor(VALUES, device=device, requires_grad=True)
     with pytest.raises(IndexError, match=pattern):
         x[index]
+
+
+def test_split_parts_are_views_sharing_the_version_counter(device):
+    x = gd.tensor([0.1, 0.2, 0.3, 0.4], device=device, requires_grad=True)
+    y = x.exp()
+    first, _ = y.split(2)
+    with gd.no_grad():
+        first.zero_()  # writes into y, which Exp saved
+    assert y.tolist()[:2] == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match="Exp"):
+        y.sum().backward()

@@ -72,11 +72,11 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
             continue
         fn.check_saved_versions()
         if fn.backend.needs_device_context:
-            reference = next(g for g in grads if g is not None)
-            with fn.backend.context(fn.backend.device_of(reference)):
-                input_grads = fn.backward(*grads)
+            device = fn.backend.device_of(next(g for g in grads if g is not None))
+            with fn.backend.context(device):
+                input_grads = fn._backward(grads, device)
         else:
-            input_grads = fn.backward(*grads)
+            input_grads = fn._backward(grads, None)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         inputs = fn.inputs

@@ -8,6 +8,8 @@ Arrays kept for backward go in ``self.saved``; if a tensor whose array was saved
 modified in place, backward reports it instead of computing a wrong gradient.
 """
 from .. import backend as _backend
+from .. import profiler as _profiler
+from ..profiler import active as _profiling
 from .grad_mode import grad_mode
 
 Tensor = None  # set by gpudl.tensor once the Tensor class exists (it imports this module)
@@ -47,9 +49,11 @@ class Function:
                 if backend.device_of(other.data) != device:
                     self._raise_mixed_devices(first, other.data)
             with backend.context(device):
-                outputs = self.forward(*arrays)
-        else:
+                outputs = self._profiled_forward(arrays, backend, device)
+        elif _profiling.profile is None:
             outputs = self.forward(*arrays)
+        else:
+            outputs = self._profiled_forward(arrays, backend, None)
         single = type(outputs) is not tuple
         if single:
             outputs = (outputs,)
@@ -70,6 +74,22 @@ class Function:
             for r in results:
                 r._version = tensors[0]._version
         return results[0] if single else tuple(results)
+
+    @property
+    def op_name(self) -> str:
+        """The name the profiler reports this op under."""
+        return type(self).__name__
+
+    def _profiled_forward(self, arrays, backend, device):
+        if _profiling.profile is None:
+            return self.forward(*arrays)
+        return _profiler.timed(self.op_name, backend, device, self.forward, *arrays)
+
+    def _backward(self, grads, device):
+        """``backward``, timed when a profile is active (called by the engine)."""
+        if _profiling.profile is None:
+            return self.backward(*grads)
+        return _profiler.timed(self.op_name, self.backend, device, self.backward, *grads, backward=True)
 
     def _raise_mixed_devices(self, a, b):
         raise RuntimeError(f"{type(self).__name__}: tensors are on different devices: {_backend.device_of(a)} and "

@@ -27,3 +27,17 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+def float_dtype(dtype, owner):
+    """``dtype`` (None: float32) as a floating numpy dtype, or an error naming ``owner``."""
+    result = _backend.DEFAULT_FLOAT if dtype is None else _backend.dtype(dtype)
+    if not _backend.is_float_dtype(result):
+        raise TypeError(f"{owner}: dtype must be floating point (float16, float32 or float64), got {result}")
+    return result
+
+
+def empty_parameter(shape, device, dtype, owner):
+    """An uninitialised Parameter of ``shape`` on ``device`` (None: the default device)."""
+    array = _backend.new_array(_backend.get_device(device), "empty", tuple(shape), dtype=float_dtype(dtype, owner))
+    return Parameter(array)

@@ -8,6 +8,10 @@ class Activation(Function):
     def __init__(self, name, **params):
         self.name, self.params = name, params
 
+    @property
+    def op_name(self):
+        return self.name
+
     def forward(self, x):
         y = self.backend.fused.activation_forward(self.name, x, **self.params)
         self.saved = (y,) if self.backend.fused.ACTIVATION_BACKWARD_USES[self.name] == "y" else (x,)

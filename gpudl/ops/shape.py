@@ -89,7 +89,9 @@ class Stack(Function):
 
 
 class Split(Function):
-    """One input, several outputs; outputs nobody used get a zero gradient."""
+    """One input, several outputs (views of it); outputs nobody used get a zero gradient."""
+
+    is_view = True
 
     def __init__(self, bounds, axis):
         self.bounds, self.axis = bounds, axis

@@ -1,0 +1,78 @@
+"""``gpudl.profile()``: forward and backward time per op type, so one can see where a step goes.
+
+While a profile is active, every ``Function`` times its forward (in ``apply``) and its backward
+(in the engine); on the GPU each timed region first waits for the device, so the times are the
+op's own and not whatever was queued before it.
+"""
+import time
+from collections import defaultdict
+
+
+class _Active:
+    """The profile currently recording, or None (checked once per op: cheap when off)."""
+
+    profile = None
+
+
+active = _Active()
+
+
+class Profile:
+    """Accumulated ``calls``, forward and backward seconds per op type."""
+
+    def __init__(self, print_on_exit=True, file=None):
+        self.calls = defaultdict(int)
+        self.forward_seconds = defaultdict(float)
+        self.backward_seconds = defaultdict(float)
+        self.print_on_exit = print_on_exit
+        self.file = file
+        self._previous = None
+
+    def __enter__(self):
+        self._previous = active.profile
+        active.profile = self
+        return self
+
+    def __exit__(self, *exc):
+        active.profile = self._previous
+        if self.print_on_exit and exc[0] is None:
+            print(self.table(), file=self.file)
+        return False
+
+    def record(self, op: str, seconds: float, backward: bool):
+        """Add ``seconds`` of ``op``'s forward (or backward) to the totals."""
+        if backward:
+            self.backward_seconds[op] += seconds
+        else:
+            self.calls[op] += 1
+            self.forward_seconds[op] += seconds
+
+    def table(self) -> str:
+        """The totals as a text table, most expensive op type first."""
+        ops = set(self.forward_seconds) | set(self.backward_seconds)
+        total = sum(self.forward_seconds.values()) + sum(self.backward_seconds.values()) or 1.0
+        rows = sorted(ops, key=lambda op: -(self.forward_seconds[op] + self.backward_seconds[op]))
+        lines = [f"{'op':<24}{'calls':>8}{'forward ms':>13}{'backward ms':>13}{'total ms':>11}{'share':>8}"]
+        for op in rows:
+            both = self.forward_seconds[op] + self.backward_seconds[op]
+            lines.append(f"{op:<24}{self.calls[op]:>8}{1e3 * self.forward_seconds[op]:>13.3f}"
+                         f"{1e3 * self.backward_seconds[op]:>13.3f}{1e3 * both:>11.3f}{100 * both / total:>7.1f}%")
+        lines.append(f"{'total':<24}{sum(self.calls.values()):>8}{1e3 * sum(self.forward_seconds.values()):>13.3f}"
+                     f"{1e3 * sum(self.backward_seconds.values()):>13.3f}{1e3 * total:>11.3f}")
+        return "\n".join(lines)
+
+
+def profile(print_on_exit=True, file=None) -> Profile:
+    """Context manager that times every op's forward and backward by op type and prints a table
+    when it exits (``print_on_exit=False`` to only collect; read ``.table()``)."""
+    return Profile(print_on_exit, file)
+
+
+def timed(op_name, backend, device, run, *args, backward=False):
+    """Run ``run(*args)`` and record its time under ``op_name``, synchronising the device around it."""
+    backend.synchronize(device)
+    started = time.perf_counter()
+    result = run(*args)
+    backend.synchronize(device)
+    active.profile.record(op_name, time.perf_counter() - started, backward)
+    return result
