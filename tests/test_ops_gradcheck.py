@@ -277,3 +277,11 @@ def test_gradcheck_rejects_float32_and_inputs_without_grad():
         gd.autograd.gradcheck(lambda t: t * 2, gd.ones(3, requires_grad=True))
     with pytest.raises(ValueError, match="requires grad"):
         gd.autograd.gradcheck(lambda t: t * 2, gd.ones(3, dtype="float64"))
+
+
+def test_gradcheck_skips_outputs_that_are_not_differentiable(device):
+    x = gd.tensor([0.1, 0.5, 0.3], dtype="float64", device=device, requires_grad=True)
+    constant = gd.tensor([1.0, 2.0, 3.0], dtype="float64", device=device)
+    assert gd.autograd.gradcheck(lambda t: (t.argmax(), constant * 2, t * 3, t.exp()), x)
+    with pytest.raises(ValueError, match="no output that requires grad"):
+        gd.autograd.gradcheck(lambda t: t.argmax(), x)

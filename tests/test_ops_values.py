@@ -120,13 +120,26 @@ def test_prod_gradient_with_zeros(device):
     np.testing.assert_allclose(gx.numpy(), [[0.0, 6.0, 0.0], [0.0, 0.0, 0.0]])
 
 
-def test_pow_at_zero_base(device):
+def test_pow_at_zero_base_and_zero_exponent(device):
     x = t64([0.0, 2.0], device)
     (gx,) = gd.autograd.grad((x ** 2).sum(), x)
     np.testing.assert_allclose(gx.numpy(), [0.0, 4.0])
+    (gx,) = gd.autograd.grad((x ** 0).sum(), x)
+    np.testing.assert_array_equal(gx.numpy(), [0.0, 0.0])
     e = t64([1.5, 1.5], device)
     (ge,) = gd.autograd.grad((x.detach() ** e).sum(), e)
     np.testing.assert_allclose(ge.numpy(), [0.0, 2.0 ** 1.5 * np.log(2.0)])
+    (ge,) = gd.autograd.grad((0.0 ** e).sum(), e)
+    np.testing.assert_array_equal(ge.numpy(), [0.0, 0.0])
+
+
+def test_split_with_decreasing_indices_matches_numpy_and_backpropagates(device):
+    values = np.arange(5.0)
+    x = t64(values, device)
+    parts = x.split([3, 1])
+    assert [p.tolist() for p in parts] == [a.tolist() for a in np.split(values, [3, 1])]
+    sum(p.sum() for p in parts).backward()  # the first and last parts overlap on elements 1 and 2
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 2.0, 2.0, 1.0, 1.0])
 
 
 # ------------------------------------------------------------------ argument conventions

@@ -29,15 +29,17 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         if t.dtype != _backend.float64:
             raise TypeError(f"gradcheck: inputs must be float64 for a meaningful check, got {t.dtype}")
     rng = _backend.new_generator(seed)
-    outputs = [o for o in _outputs(fn, inputs) if isinstance(o, Tensor) and o.requires_grad]
+    first = _outputs(fn, inputs)
+    # positions of the differentiable outputs: others (indices, constants) are skipped in every pass
+    differentiable = [k for k, o in enumerate(first) if isinstance(o, Tensor) and o.requires_grad]
+    if not differentiable:
+        raise ValueError("gradcheck: fn returned no output that requires grad")
+    outputs = [first[k] for k in differentiable]
     directions = [_backend.to_device(rng.standard_normal(o.shape), o.device) for o in outputs]
 
     def projected():
-        total = 0.0
-        for o, d in zip(_outputs(fn, inputs), directions):
-            if isinstance(o, Tensor) and o.dtype.kind == "f":
-                total += float((o.data * d).sum())
-        return total
+        results = _outputs(fn, inputs)
+        return sum(float((results[k].data * d).sum()) for k, d in zip(differentiable, directions))
 
     analytic = _grad(outputs, checked, grad_outputs=directions, allow_unused=True)
     with no_grad():

@@ -65,12 +65,16 @@ class Pow(Function):
         xp = self.xp
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = g * b * a ** (b - 1) if type(b) in SCALAR_TYPES else g * b * xp.power(a, b - 1)
+            if type(b) in SCALAR_TYPES:
+                ga = g * b * a ** (b - 1) if b != 0 else xp.zeros_like(g)  # d(a**0)/da = 0, also at a = 0
+            else:
+                ga = g * b * xp.power(a, b - 1)
         if self.needs_input_grad[1]:
             if type(a) in SCALAR_TYPES:
-                log_a = math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
+                log_a = math.log(a) if a > 0 else (0.0 if a == 0 else math.nan)
             else:
-                log_a = xp.log(xp.where(a == 0, 1, a))  # d/db 0**b is taken as 0, as PyTorch
+                log_a = xp.log(xp.where(a == 0, 1, a))
+            # with log(0) taken as 0, d/db 0**b is 0, as in PyTorch
             gb = g * out * log_a
         return ga, gb
 

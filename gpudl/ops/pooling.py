@@ -23,9 +23,11 @@ class _Pool2d(Function):
             for j in range(self.kernel[1]):
                 yield window_tap(i, j, self.out_hw, self.stride, self.dilation)
 
-    def _gradient_buffer(self, like):
-        """Zeros shaped like the padded input, in the same memory order (so the layout flows on)."""
-        return self.xp.zeros_like(like)
+    def _padded_gradient(self, dtype):
+        """Zeros shaped like the padded input [N, C, Hp, Wp], stored [C, N, Hp, Wp] like a conv layer's data."""
+        top, bottom, left, right = self.pads
+        n, c, h, w = self.x_shape
+        return self.xp.zeros((c, n, h + top + bottom, w + left + right), dtype=dtype).transpose(1, 0, 2, 3)
 
     def _crop(self, gpad):
         top, _, left, _ = self.pads
@@ -37,46 +39,46 @@ class _Pool2d(Function):
             WORKSPACE.give_back(self.backend.device_of(self.padded_source), self.padded_source)
             self.padded_source = None
 
-    def release(self):
-        self._give_back()
-        super().release()
-
 
 class MaxPool2d(_Pool2d):
     """Max over each window; padding counts as -inf. The gradient goes to the first maximum of a
-    window in row-major window order (as PyTorch), so tied inputs never share it."""
+    window in row-major window order (as PyTorch), so tied inputs never share it.
 
-    def __init__(self, kernel, stride, pads, dilation, out_hw, keep_input):
+    With ``keep_index`` forward records which tap won each window (a strict ``>`` keeps the first
+    of equal values), so backward needs neither the input nor a comparison with the output.
+    """
+
+    def __init__(self, kernel, stride, pads, dilation, out_hw, keep_index):
         super().__init__(kernel, stride, pads, dilation, out_hw)
-        self.keep_input = keep_input
+        self.keep_index = keep_index
 
     def forward(self, x):
+        xp = self.xp
         self.x_shape = x.shape
         source = self._padded(x, -float("inf"))
         taps = self._taps()
         out = source[next(taps)].copy(order="K")
-        for tap in taps:
-            self.xp.maximum(out, source[tap], out=out)
-        if self.keep_input:
-            self.saved = (source, out)
-        else:
-            self._give_back()
+        index = xp.zeros(out.shape, dtype="int8" if self.kernel[0] * self.kernel[1] < 128 else "int32") \
+            if self.keep_index else None
+        for k, tap in enumerate(taps, 1):
+            window = source[tap]
+            if index is not None:  # taps come in increasing k, so the last strict improvement is a max
+                xp.maximum(index, (window > out) * index.dtype.type(k), out=index)
+            xp.maximum(out, window, out=out)
+        self._give_back()
+        self.index = index
         return out
 
     def backward(self, grad):
         xp = self.xp
-        source, out = self.saved
-        gpad = self._gradient_buffer(source)
-        unclaimed = None
-        for tap in self._taps():
-            hit = source[tap] == out
-            if unclaimed is None:
-                unclaimed = ~hit
-            else:
-                hit &= unclaimed
-                unclaimed &= ~hit
+        gpad = self._padded_gradient(grad.dtype)
+        overlapping = any(s < self.dilation[a] * (self.kernel[a] - 1) + 1 for a, s in enumerate(self.stride))
+        for k, tap in enumerate(self._taps()):
             target = gpad[tap]
-            xp.add(target, xp.where(hit, grad, grad.dtype.type(0)), out=target)
+            if overlapping:
+                xp.add(target, grad * (self.index == k), out=target)
+            else:  # each input element is in at most one window: write instead of add
+                xp.multiply(grad, self.index == k, out=target)
         return self._crop(gpad)
 
 
@@ -119,9 +121,7 @@ class AvgPool2d(_Pool2d):
 
     def backward(self, grad):
         xp = self.xp
-        top, bottom, left, right = self.pads
-        n, c, h, w = self.x_shape
-        gpad = xp.zeros((c, n, h + top + bottom, w + left + right), dtype=grad.dtype).transpose(1, 0, 2, 3)
+        gpad = self._padded_gradient(grad.dtype)
         share = (grad / self.divisor).astype(grad.dtype, copy=False)
         for tap in self._taps():
             target = gpad[tap]
@@ -152,8 +152,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
     if input.ndim == 3:
         return max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation).squeeze(0)
     kernel, stride, pads, dilation, out_hw = _pool_args("max_pool2d", input, kernel_size, stride, padding, dilation)
-    keep_input = grad_mode.enabled and input.requires_grad
-    return MaxPool2d(kernel, stride, pads, dilation, out_hw, keep_input).apply(input)
+    keep_index = grad_mode.enabled and input.requires_grad
+    return MaxPool2d(kernel, stride, pads, dilation, out_hw, keep_index).apply(input)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, *, count_include_pad=True):

@@ -469,6 +469,7 @@ class ufunc:
         self.nin, self.nout = entry["nin"], entry["nout"]
         self.nargs = self.nin + self.nout
         self._at = entry["at"]
+        self._scatter_op = name_without_prefix(self.name) if self._at else None
 
     def __repr__(self):
         return f"<ufunc '{self.name}'>"
@@ -544,6 +545,11 @@ class ufunc:
         cupy = root_module()
         A, B = cupy.array(A), cupy.array(B)
         return self(A.reshape(A.shape + (1,) * B.ndim), B.reshape((1,) * A.ndim + B.shape), **kwargs)
+
+
+def name_without_prefix(name):
+    """``cupy_add`` -> ``add``."""
+    return name[len("cupy_"):] if name.startswith("cupy_") else name
 
 
 def _operand(value, memo):

@@ -12,6 +12,7 @@ and fails when it differs from the committed file (a CuPy upgrade must regenerat
 """
 import ast
 import importlib
+import importlib.util
 import inspect
 import json
 import re
@@ -38,6 +39,11 @@ _NDARRAY_DUNDERS = {"__array__", "__array_function__", "__array_ufunc__", "__dlp
                     "__dlpack_device__", "__cuda_array_interface__", "__index__", "__float__",
                     "__int__", "__bool__", "__complex__", "__iter__", "__len__", "__reduce__",
                     "__array_interface__", "__buffer__", "__hash__", "__format__"}
+
+# Names the real modules create on first access (module ``__getattr__``), missed by ``dir()``.
+LAZY = {"cupy.random": ("Generator",),
+        "cupy.cuda": ("cublas", "cufft", "curand", "cusolver", "cusparse", "jitify"),
+        "cupyx": ("cusparse", "lapack")}
 
 _NUMPY_TWIN = {"cupy": "numpy", "cupy.linalg": "numpy.linalg", "cupy.fft": "numpy.fft",
                "cupy.random": "numpy.random", "cupy.lib": "numpy.lib",
@@ -167,6 +173,21 @@ def _members(cls, qualname):
     return members
 
 
+def _package_modules():
+    """Every module of the installed cupy, cupyx and cupy_backends packages (from the files)."""
+    for root in ("cupy", "cupyx", "cupy_backends"):
+        base = Path(importlib.util.find_spec(root).origin).parent
+        for path in base.rglob("*"):
+            if path.suffix not in (".py", ".so") or "include" in path.relative_to(base).parts:
+                continue
+            parts = (root,) + path.relative_to(base).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            name = ".".join(parts).split(".cpython-")[0]
+            if all(part.isidentifier() for part in name.split(".")):
+                yield name
+
+
 def build_manifest():
     """The manifest as a dict (imports the real CuPy)."""
     import cupy
@@ -178,13 +199,18 @@ def build_manifest():
             if name.startswith("_") or name == "annotations":
                 continue
             entries[name] = describe(getattr(module, name), module_name, name)
-        modules[module_name] = entries
+        for name in LAZY.get(module_name, ()):
+            try:
+                entries[name] = describe(getattr(module, name), module_name, name)
+            except ImportError:  # a CUDA library that is not installed
+                entries[name] = {"kind": "module", "module": f"{module_name}.{name}"}
+        modules[module_name] = dict(sorted(entries.items()))
     classes = {}
     for qualname in CLASSES:
         module_name, _, name = qualname.rpartition(".")
         classes[qualname] = _members(getattr(importlib.import_module(module_name), name), qualname)
-    real_modules = sorted(m for m in sys.modules
-                          if m.split(".")[0] in ("cupy", "cupyx", "cupy_backends"))
+    real_modules = sorted(set(_package_modules()) | {
+        m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx", "cupy_backends")})
     return {"cupy_version": cupy.__version__, "modules": modules, "classes": classes,
             "real_modules": real_modules}
 
