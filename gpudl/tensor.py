@@ -142,7 +142,9 @@ class Tensor:
     # ----------------------------------------------------------------- moving and converting
     def to(self, device=None, dtype=None, copy=False) -> "Tensor":
         """This tensor on ``device`` and/or as ``dtype``; differentiable, self if nothing changes."""
-        if isinstance(device, str) or isinstance(device, _backend.Device) or device is None:
+        if isinstance(device, str) and dtype is None and _is_dtype_name(device):
+            target, dtype = self.device, device
+        elif isinstance(device, str) or isinstance(device, _backend.Device) or device is None:
             target = self.device if device is None else _backend.get_device(device)
         else:
             target, dtype = self.device, device
@@ -441,6 +443,20 @@ class Tensor:
     def T(self):
         """The tensor with its axes reversed."""
         return _ops.transpose(self)
+
+
+def _is_dtype_name(text):
+    """True for strings such as ``"float64"`` that name a dtype rather than a device."""
+    try:
+        _backend.Device.parse(text)
+        return False
+    except ValueError:
+        pass
+    try:
+        _backend.dtype(text)
+        return True
+    except TypeError:
+        return False
 
 
 def _describe(value):

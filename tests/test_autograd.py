@@ -400,8 +400,6 @@ def test_inplace_with_a_tensor_that_requires_grad_records_the_op(device):
     np.testing.assert_allclose(w.grad.numpy(), [1.0 + 1.0, -1.0 + 1.0])  # d(a*w + w)/dw = a + 1
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a Function reads its inputs' grad_fn at backward time, so an "
-                   "in-place op on a tensor after another op used it reroutes that op's gradient (reported to lead)")
 def test_inplace_after_another_op_used_the_tensor(device):
     x = leaf([1.0, 2.0], device)
     y = x * 1.0

@@ -27,10 +27,9 @@ def _topological_order(roots):
         if fn.inputs is None:
             raise RuntimeError(_FREED)
         stack.append((fn, True))
-        for value in fn.inputs:
-            producer = getattr(value, "grad_fn", None)
-            if producer is not None and producer not in visited:
-                stack.append((producer, False))
+        for edge in fn.edges:
+            if edge is not None and edge[0] is not None and edge[0] not in visited:
+                stack.append((edge[0], False))
     order.reverse()
     return order
 
@@ -79,9 +78,8 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
             input_grads = fn._backward(grads, None)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        inputs = fn.inputs
-        for value, needed, grad in zip(inputs, fn.needs_input_grad, input_grads):
-            if not needed or grad is None:
+        for value, edge, grad in zip(fn.inputs, fn.edges, input_grads):
+            if edge is None or grad is None:
                 continue
             if grad.shape != value.data.shape:
                 grad = _sum_to_shape(grad, value.data.shape)
@@ -89,7 +87,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
                 grad = grad.astype(value.data.dtype)
             if capture is not None and id(value) in capture:
                 capture[id(value)] = grad if capture[id(value)] is None else capture[id(value)] + grad
-            producer = value.grad_fn
+            producer, k = edge
             if producer is None:
                 if capture is None:
                     _accumulate_leaf(value, grad)
@@ -97,7 +95,6 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
             if value._retains_grad and capture is None:
                 _accumulate_leaf(value, grad)
             slots = pending.setdefault(producer, [None] * producer.n_outputs)
-            k = value._output_index
             slots[k] = grad if slots[k] is None else slots[k] + grad
         if not retain_graph:
             fn.release()

@@ -62,7 +62,10 @@ class Function:
             outputs = tuple(backend.xp.asarray(o) for o in outputs)
         if requires and grad_mode.enabled:
             self.inputs = inputs
-            self.needs_input_grad = tuple(isinstance(v, Tensor) and v._requires_grad for v in inputs)
+            # where each input's gradient goes, fixed now: a later in-place op on an input must not reroute it
+            self.edges = tuple((v.grad_fn, v._output_index) if isinstance(v, Tensor) and v._requires_grad else None
+                               for v in inputs)
+            self.needs_input_grad = tuple(edge is not None for edge in self.edges)
             self.n_outputs = len(outputs)
             results = [Tensor._from_op(o, self, k) for k, o in enumerate(outputs)]
             if self.saved:

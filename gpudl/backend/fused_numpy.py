@@ -95,15 +95,15 @@ def _elu_backward(x, gy, alpha):
     return np.where(x <= 0, t, gy)
 
 
-def _sigmoid(x):
-    t = np.negative(x)
+def _sigmoid(x, out=None):
+    t = np.negative(x, out=out)
     np.exp(t, out=t)
     t += 1
     return np.divide(1, t, out=t)
 
 
-def _sigmoid_backward(y, gy):
-    t = np.subtract(1, y)
+def _sigmoid_backward(y, gy, out=None):  # out (optional) must alias neither y nor gy
+    t = np.subtract(1, y, out=out)
     np.multiply(gy, t, out=t)
     t *= y
     return t
@@ -113,8 +113,8 @@ def _tanh(x):
     return np.tanh(x)
 
 
-def _tanh_backward(y, gy):
-    t = y * y
+def _tanh_backward(y, gy, out=None):  # out (optional) must alias neither y nor gy
+    t = np.multiply(y, y, out=out)
     np.subtract(1, t, out=t)
     np.multiply(gy, t, out=t)
     return t
@@ -538,3 +538,175 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, 
         denom *= A(step_size)
         p -= denom
     _write_back(param, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# recurrent cells: one time step (see kernels/rnn.cuh for the equations and conventions)
+#
+# Every function writes its outputs into the arrays it is given (the caller's preallocated
+# per-sequence buffers) and returns None. States are [B, H]; gate rows [B, G*H]. ``lengths`` is an
+# int64 array [B] (row b is valid at step t when t < lengths[b]) or None (every row valid).
+
+def _acc_out(a):
+    """A buffer for computing ``a``'s new value: ``a`` itself, or a float32 scratch for float16
+    (copied back with ``_write_back``)."""
+    return np.empty(a.shape, np.float32) if a.dtype == _FLOAT16 else a
+
+
+def _ended_rows(lengths, t):
+    """[B, 1] mask of the rows whose sequence ended before step ``t`` (None: no lengths)."""
+    return None if lengths is None else (lengths <= t)[:, None]
+
+
+def _carry_state(invalid, new, old):
+    """Keep ``old`` in the rows whose sequence has ended (in place in ``new``)."""
+    if invalid is not None:
+        np.copyto(new, old, where=invalid)
+
+
+def _backward_totals(dy, dh_rec, dh):
+    """``(carry, total)``: the state gradient without and with this step's output gradient."""
+    acc = np.float32 if dy.dtype == _FLOAT16 else dy.dtype
+    carry = np.add(dh_rec, dh, dtype=acc)
+    return carry, np.add(dy, carry, dtype=acc)
+
+
+def _finish_backward(invalid, carry, dh, direct, gate_grads):
+    """Write dh (``direct`` on valid rows, ``carry`` on ended ones; direct None means 0) and zero
+    the gate gradients of ended rows."""
+    if invalid is None:
+        if direct is None:
+            dh.fill(0)
+        else:
+            dh[...] = direct
+        return
+    dh[...] = np.where(invalid, carry, 0 if direct is None else direct)
+    for g in gate_grads:
+        np.copyto(g, 0, where=invalid)
+
+
+def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
+    """Elman RNN step: ``h = act(xw + hw)`` (act = relu if ``relu`` else tanh); ended rows keep
+    ``h_prev``. ``xw = W_ih x + b_ih + b_hh``, ``hw = W_hh h_prev``, all [B, H]."""
+    _check_float("rnn_cell_forward", xw, hw, h_prev)
+    with np.errstate(all="ignore"):
+        pre = _acc_out(h)
+        np.add(xw, hw, out=pre, dtype=pre.dtype)
+        y = _relu(pre) if relu else np.tanh(pre, out=pre)
+    _write_back(h, y)
+    _carry_state(_ended_rows(lengths, t), h, h_prev)
+
+
+def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
+    """Gradient of :func:`rnn_cell_forward`: ``dpre`` (w.r.t. the pre-activation) from the step's
+    output ``h``, output gradient ``dy``, ``dh_rec = dpre_next @ W_hh`` and the in/out ``dh``."""
+    _check_float("rnn_cell_backward", h, dy, dh_rec, dh)
+    invalid = _ended_rows(lengths, t)
+    with np.errstate(all="ignore"):
+        carry, total = _backward_totals(dy, dh_rec, dh)
+        ha = _acc(h)
+        d = _relu_backward(ha, total) if relu else _tanh_backward(ha, total)
+    _write_back(dpre, d)
+    _finish_backward(invalid, carry, dh, None, (dpre,))
+
+
+def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
+    """LSTM step. ``gates`` [B, 4H] holds ``W_ih x + b_ih + b_hh`` on entry and the activations
+    i, f, g, o on exit; ``hw = W_hh h_prev``. Writes ``c = f c_prev + i g``, ``h = o tanh(c)``
+    and ``tanh_c`` (saved for backward); ended rows keep ``c_prev`` and ``h_prev``."""
+    _check_float("lstm_cell_forward", gates, hw, c_prev, h_prev)
+    hidden = c.shape[-1]
+    a = _acc(gates)
+    with np.errstate(all="ignore"):
+        a += hw
+        i, f, g, o = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        sigmoid_if = a[:, :2 * hidden]
+        _sigmoid(sigmoid_if, out=sigmoid_if)
+        np.tanh(g, out=g)
+        _sigmoid(o, out=o)
+        c_new = np.multiply(f, c_prev, out=_acc_out(c))
+        c_new += i * g
+        tc = np.tanh(c_new, out=_acc_out(tanh_c))
+        h_new = np.multiply(o, tc, out=_acc_out(h))
+    for dst, src in ((gates, a), (tanh_c, tc), (c, c_new), (h, h_new)):
+        _write_back(dst, src)
+    invalid = _ended_rows(lengths, t)
+    _carry_state(invalid, c, c_prev)
+    _carry_state(invalid, h, h_prev)
+
+
+def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengths=None, t=0):
+    """Gradient of :func:`lstm_cell_forward`: writes ``dgates`` [B, 4H] (w.r.t. the gate
+    pre-activations) and updates ``dc`` (dL/dc_t in, dL/dc_prev out) and ``dh`` (see
+    kernels/rnn.cuh) from the saved activations ``act`` and ``tanh_c``."""
+    _check_float("lstm_cell_backward", act, c_prev, tanh_c, dy, dh_rec, dh, dc)
+    hidden = dc.shape[-1]
+    invalid = _ended_rows(lengths, t)
+    a = _acc(act)
+    tc = _acc(tanh_c)
+    i, f, g, o = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    d = _acc_out(dgates)
+    di, df, dg, do = (d[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    with np.errstate(all="ignore"):
+        carry, total = _backward_totals(dy, dh_rec, dh)
+        dcc = _tanh_backward(tc, total * o)
+        dcc += dc
+        _sigmoid_backward(i, dcc * g, out=di)
+        _sigmoid_backward(f, dcc * c_prev, out=df)
+        _tanh_backward(g, dcc * i, out=dg)
+        _sigmoid_backward(o, total * tc, out=do)
+        dcc *= f
+    _write_back(dgates, d)
+    if invalid is not None:
+        np.copyto(dcc, dc, where=invalid)
+    dc[...] = dcc
+    _finish_backward(invalid, carry, dh, None, (dgates,))
+
+
+def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
+    """GRU step. ``xw = W_ih x + b_ih`` and ``hw = W_hh h_prev`` are [B, 3H] (r, z, n), ``bias_hh``
+    [3H]. Writes ``act`` [B, 4H] = r, z, n, hn (saved for backward) and
+    ``h = (1 - z) n + z h_prev``; ended rows keep ``h_prev``."""
+    _check_float("gru_cell_forward", xw, hw, bias_hh, h_prev)
+    hidden = h.shape[-1]
+    acc = np.float32 if h.dtype == _FLOAT16 else h.dtype
+    a = _acc_out(act)
+    r, z, n, hn = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    with np.errstate(all="ignore"):
+        hb = np.add(hw, bias_hh, dtype=acc)
+        rz = a[:, :2 * hidden]
+        np.add(xw[:, :2 * hidden], hb[:, :2 * hidden], out=rz)
+        _sigmoid(rz, out=rz)
+        hn[...] = hb[:, 2 * hidden:]
+        np.multiply(r, hn, out=n)
+        n += xw[:, 2 * hidden:]
+        np.tanh(n, out=n)
+        h_new = np.subtract(1, z, out=_acc_out(h))
+        h_new *= n
+        h_new += z * h_prev
+    _write_back(act, a)
+    _write_back(h, h_new)
+    _carry_state(_ended_rows(lengths, t), h, h_prev)
+
+
+def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=0):
+    """Gradient of :func:`gru_cell_forward`: writes ``dgx`` (w.r.t. ``xw``) and ``dgh`` (w.r.t.
+    ``hw + bias_hh``), [B, 3H] each; they differ in the n block (``dgh_n = r dgx_n``). Updates
+    ``dh`` (see kernels/rnn.cuh)."""
+    _check_float("gru_cell_backward", act, h_prev, dy, dh_rec, dh)
+    hidden = dh.shape[-1]
+    invalid = _ended_rows(lengths, t)
+    a = _acc(act)
+    r, z, n, hn = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    gx, gh = _acc_out(dgx), _acc_out(dgh)
+    with np.errstate(all="ignore"):
+        carry, total = _backward_totals(dy, dh_rec, dh)
+        dn = _tanh_backward(n, total * np.subtract(1, z), out=gx[:, 2 * hidden:])
+        _sigmoid_backward(z, total * np.subtract(h_prev, n, dtype=a.dtype), out=gx[:, hidden:2 * hidden])
+        _sigmoid_backward(r, dn * hn, out=gx[:, :hidden])
+        gh[:, :2 * hidden] = gx[:, :2 * hidden]
+        np.multiply(dn, r, out=gh[:, 2 * hidden:])
+        total *= z
+    _write_back(dgx, gx)
+    _write_back(dgh, gh)
+    _finish_backward(invalid, carry, dh, total, (dgx, dgh))

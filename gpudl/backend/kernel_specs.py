@@ -42,14 +42,14 @@ ACTIVATION_BACKWARD_USES = {
 _DEVICE_FUNCTION = {"tanh": "tanh_forward"}  # avoid shadowing ::tanh inside namespace gpudl
 
 
-def preamble(header):
-    """Return the preamble for a header: ``common.cuh`` followed by ``header``."""
-    return read_kernel("common.cuh") + "\n" + read_kernel(header)
+def preamble(*headers):
+    """Return the preamble for headers: ``common.cuh`` followed by ``headers`` in order."""
+    return "\n".join(read_kernel(h) for h in ("common.cuh",) + headers)
 
 
-def _elementwise(name, in_params, out_params, operation, header):
+def _elementwise(name, in_params, out_params, operation, *headers):
     return {"kind": "elementwise", "name": name, "in_params": in_params,
-            "out_params": out_params, "operation": operation, "preamble": preamble(header)}
+            "out_params": out_params, "operation": operation, "preamble": preamble(*headers)}
 
 
 def _activation_specs():
@@ -140,8 +140,49 @@ def _optimizer_specs():
     }
 
 
+def _rnn_specs():
+    # One launch per time step over the [B, H] state (kernels/rnn.cuh); gate arrays are raw
+    # [B, G*H] rows, lengths a raw int64 [B] (row b is valid at step t when t < lengths[b]).
+    headers = ("activations.cuh", "rnn.cuh")
+    step = "raw int64 lengths, int64 hidden, int64 t"
+    where = "lengths, t, (long long)i, hidden"
+    return {
+        "rnn_cell_forward": _elementwise(
+            "gpudl_rnn_cell_forward", f"T xw, T hw, T h_prev, {step}, bool use_relu", "T h",
+            f"gpudl::rnn_cell_forward(xw, hw, h_prev, {where}, use_relu, h)", *headers),
+        "rnn_cell_backward": _elementwise(
+            "gpudl_rnn_cell_backward", f"T h, T dy, T dh_rec, {step}, bool use_relu",
+            "T dh, T dpre",
+            f"gpudl::rnn_cell_backward(h, dy, dh_rec, {where}, use_relu, dh, dpre)", *headers),
+        # gates holds W_ih x + b on entry and the activations i, f, g, o on exit.
+        "lstm_cell_forward": _elementwise(
+            "gpudl_lstm_cell_forward", f"raw T hw, T c_prev, T h_prev, {step}",
+            "raw T gates, T c, T h, T tanh_c",
+            f"gpudl::lstm_cell_forward(gates, hw, c_prev, h_prev, {where}, c, h, tanh_c)",
+            *headers),
+        "lstm_cell_backward": _elementwise(
+            "gpudl_lstm_cell_backward", f"raw T act, T c_prev, T tanh_c, T dy, T dh_rec, {step}",
+            "T dh, T dc, raw T dgates",
+            f"gpudl::lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, {where}, dh, dc, dgates)",
+            *headers),
+        "gru_cell_forward": _elementwise(
+            "gpudl_gru_cell_forward", f"raw T xw, raw T hw, raw T bias_hh, T h_prev, {step}",
+            "raw T act, T h",
+            f"gpudl::gru_cell_forward(xw, hw, bias_hh, h_prev, {where}, act, h)", *headers),
+        "gru_cell_backward": _elementwise(
+            "gpudl_gru_cell_backward", f"raw T act, T h_prev, T dy, T dh_rec, {step}",
+            "T dh, raw T dgx, raw T dgh",
+            f"gpudl::gru_cell_backward(act, h_prev, dy, dh_rec, {where}, dh, dgx, dgh)",
+            *headers),
+    }
+
+
 KERNELS = {**_activation_specs(), **_softmax_cross_entropy_specs(), **_dropout_specs(),
-           **_optimizer_specs()}
+           **_optimizer_specs(), **_rnn_specs()}
+
+# Raw params of the recurrent kernels and their ndim: gate rows [B, G*H], bias [3H], lengths [B].
+RNN_RAW_NDIM = {"gates": 2, "hw": 2, "xw": 2, "act": 2, "dgates": 2, "dgx": 2, "dgh": 2,
+                "bias_hh": 1, "lengths": 1}
 
 
 class Signature(NamedTuple):
@@ -210,6 +251,31 @@ def _signatures():
     adam_scalars = (f64, f64, f64, f64, f64, b, f64, f64)
     sigs["adam"] = [Signature((dt,) + adam_scalars + (dt,) * 3) for dt in FLOAT_DTYPES]
     sigs["adam_amsgrad"] = [Signature((dt,) + adam_scalars + (dt,) * 4) for dt in FLOAT_DTYPES]
+    sigs.update(_rnn_signatures())
+    return sigs
+
+
+def _rnn_param_dtype(param, dt):
+    """Signature entry of one recurrent-kernel param: ``T`` arrays take ``dt``, other raw
+    arrays their own type (int64 lengths), typed non-raw params are Python scalars."""
+    words = param.split()
+    if words[-2] == "T":
+        return dt
+    return words[-2] if words[0] == "raw" else _scalar(words[-2])
+
+
+def _rnn_signatures():
+    """One signature per dtype: the [B, H] state arrays are passed flattened (1-D, contiguous),
+    gate arrays raw and C-contiguous with the ndim in ``RNN_RAW_NDIM``."""
+    sigs = {}
+    for name in ("rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward",
+                 "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward"):
+        spec = KERNELS[name]
+        params = (spec["in_params"] + ", " + spec["out_params"]).split(", ")
+        raw_ndim = tuple((p.split()[-1], RNN_RAW_NDIM[p.split()[-1]]) for p in params
+                         if p.startswith("raw "))
+        sigs[name] = [Signature(tuple(_rnn_param_dtype(p, dt) for p in params), raw_ndim=raw_ndim)
+                      for dt in FLOAT_DTYPES]
     return sigs
 
 

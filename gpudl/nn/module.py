@@ -47,8 +47,9 @@ class Module:
             if params is None:
                 raise AttributeError(f"cannot assign {type(value).__name__} '{name}' before Module.__init__() "
                                      "was called (call super().__init__() first)")
-            self._unregister(name)
-            (params if isinstance(value, Parameter) else d["_modules"])[name] = value
+            registry = params if isinstance(value, Parameter) else d["_modules"]
+            self._unregister(name, keep=registry)
+            registry[name] = value
         elif params is not None and name in params:
             if value is not None:
                 raise TypeError(f"cannot assign {_type_name(value)} as parameter '{name}' "
@@ -69,30 +70,30 @@ class Module:
         self._unregister(name)
         object.__delattr__(self, name)
 
-    def _unregister(self, name):
+    def _unregister(self, name, keep=None):
+        """Remove ``name`` from every registry except ``keep`` (where assigning keeps its position)."""
         d = self.__dict__
-        d["_parameters"].pop(name, None)
-        d["_buffers"].pop(name, None)
+        for registry in (d["_parameters"], d["_buffers"], d["_modules"]):
+            if registry is not keep:
+                registry.pop(name, None)
         d["_non_persistent_buffers"].discard(name)
-        d["_modules"].pop(name, None)
 
-    def _check_new_name(self, name, kind):
+    def _check_new_name(self, name, kind, registry):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"cannot register {kind} '{name}' before Module.__init__() was called")
         if not isinstance(name, str) or not name or "." in name:
             raise KeyError(f"{kind} name must be a non-empty string without '.', got {name!r}")
-        registered = name in self._parameters or name in self._buffers or name in self._modules
-        if hasattr(self, name) and not registered:
+        if hasattr(self, name) and name not in self.__dict__[registry]:
             raise KeyError(f"attribute '{name}' already exists on {type(self).__name__}; cannot register a {kind} "
                            "under that name")
 
     def register_parameter(self, name, param):
         """Register ``param`` (a Parameter, or None for an absent one such as ``bias=False``) as ``name``."""
-        self._check_new_name(name, "parameter")
+        self._check_new_name(name, "parameter", "_parameters")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot register {_type_name(param)} as parameter '{name}' "
                             "(nn.Parameter or None expected)")
-        self._unregister(name)
+        self._unregister(name, keep=self._parameters)
         self._parameters[name] = param
         object.__setattr__(self, name, param)
 
@@ -101,10 +102,10 @@ class Module:
 
         Persistent buffers are part of ``state_dict()``; all buffers move with ``to()``.
         """
-        self._check_new_name(name, "buffer")
+        self._check_new_name(name, "buffer", "_buffers")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot register {_type_name(tensor)} as buffer '{name}' (a tensor or None expected)")
-        self._unregister(name)
+        self._unregister(name, keep=self._buffers)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent_buffers.add(name)
@@ -112,10 +113,10 @@ class Module:
 
     def add_module(self, name, module):
         """Register ``module`` (or None) as the child ``name``."""
-        self._check_new_name(name, "module")
+        self._check_new_name(name, "module", "_modules")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_type_name(module)} is not a Module subclass (child '{name}')")
-        self._unregister(name)
+        self._unregister(name, keep=self._modules)
         self._modules[name] = module
         object.__setattr__(self, name, module)
 
@@ -221,12 +222,13 @@ class Module:
         """Move every parameter and buffer to ``device`` and/or cast the floating ones to ``dtype``, in place
         (the Parameter objects stay the same, so an optimizer built before keeps working); return self.
 
-        Accepts ``to(device)``, ``to(dtype)``, ``to(device, dtype)`` and the keyword forms.
+        Accepts ``to(device)``, ``to(dtype)``, ``to(device, dtype)`` and the keyword forms; dtypes may be
+        strings (``to("float64")``).
         """
         for arg in args:
-            if isinstance(arg, (str, _backend.Device)) and device is None:
+            if device is None and _is_device(arg):
                 device = arg
-            elif dtype is None and not isinstance(arg, (str, _backend.Device)):
+            elif dtype is None and not _is_device(arg):
                 dtype = arg
             else:
                 raise TypeError(f"Module.to: unexpected argument {arg!r} (expected a device and/or a dtype)")
@@ -344,6 +346,17 @@ class Module:
         elif lines:
             body = "\n  " + "\n  ".join(lines) + "\n"
         return f"{type(self).__name__}({body})"
+
+
+def _is_device(value):
+    """True for a Device or a device string (``'cpu'``, ``'cuda:1'``); other strings name dtypes."""
+    if isinstance(value, _backend.Device):
+        return True
+    try:
+        _backend.Device.parse(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _indent(text, spaces):
