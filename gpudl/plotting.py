@@ -6,6 +6,7 @@ def plot_history(history, path, title="training"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     epochs = range(1, len(history["train_loss"]) + 1)
     figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for axes, metric, label in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
@@ -13,6 +14,7 @@ def plot_history(history, path, title="training"):
         if history.get(f"val_{metric}"):
             axes.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
         axes.legend()

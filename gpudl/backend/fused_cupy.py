@@ -205,3 +205,78 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, 
         kernel("adam_amsgrad")(grad, *scalars, param, exp_avg, exp_avg_sq, max_exp_avg_sq)
     else:
         kernel("adam")(grad, *scalars, param, exp_avg, exp_avg_sq)
+
+
+# ---------------------------------------------------------------------------------------------
+# recurrent cells: one launch per time step (kernels/rnn.cuh); see the fused_numpy twins
+
+_ALL_VALID = 1 << 62  # a length no sequence reaches: every step valid
+
+
+@functools.lru_cache(maxsize=64)
+def _all_valid_lengths(device_id, batch):
+    with cupy.cuda.Device(device_id):
+        return cupy.full(batch, _ALL_VALID, dtype=numpy.int64)
+
+
+def _lengths(lengths, state):
+    """The int64 lengths array the kernels read; None becomes a cached all-valid array."""
+    if lengths is None:
+        return _all_valid_lengths(state.device.id, state.shape[0])
+    return lengths
+
+
+def _flat(name, *arrays):
+    """[B, H] state arrays as the 1-D views the kernels are launched with (``SIGNATURES``)."""
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}: state arrays must be C-contiguous, got strides {a.strides}")
+    return [a.reshape(-1) for a in arrays]
+
+
+def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
+    """Elman RNN step; see ``fused_numpy.rnn_cell_forward``."""
+    _check_float("rnn_cell_forward", xw, hw, h_prev)
+    xw, hw, h_prev, h_out = _flat("rnn_cell_forward", xw, hw, h_prev, h)
+    kernel("rnn_cell_forward")(xw, hw, h_prev, _lengths(lengths, h), h.shape[-1], int(t),
+                               bool(relu), h_out)
+
+
+def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
+    """Gradient of the RNN step; see ``fused_numpy.rnn_cell_backward``."""
+    _check_float("rnn_cell_backward", h, dy, dh_rec, dh)
+    flat = _flat("rnn_cell_backward", h, dy, dh_rec, dh, dpre)
+    kernel("rnn_cell_backward")(*flat[:3], _lengths(lengths, dh), dh.shape[-1], int(t),
+                                bool(relu), *flat[3:])
+
+
+def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
+    """LSTM step; see ``fused_numpy.lstm_cell_forward``."""
+    _check_float("lstm_cell_forward", gates, hw, c_prev, h_prev)
+    c_prev, h_prev, c_out, h_out, tc_out = _flat("lstm_cell_forward", c_prev, h_prev, c, h, tanh_c)
+    kernel("lstm_cell_forward")(hw, c_prev, h_prev, _lengths(lengths, c), c.shape[-1], int(t),
+                                gates, c_out, h_out, tc_out)
+
+
+def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengths=None, t=0):
+    """Gradient of the LSTM step; see ``fused_numpy.lstm_cell_backward``."""
+    _check_float("lstm_cell_backward", act, c_prev, tanh_c, dy, dh_rec, dh, dc)
+    flat = _flat("lstm_cell_backward", c_prev, tanh_c, dy, dh_rec, dh, dc)
+    kernel("lstm_cell_backward")(act, *flat[:4], _lengths(lengths, dc), dc.shape[-1], int(t),
+                                 *flat[4:], dgates)
+
+
+def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
+    """GRU step; see ``fused_numpy.gru_cell_forward``."""
+    _check_float("gru_cell_forward", xw, hw, bias_hh, h_prev)
+    h_prev, h_out = _flat("gru_cell_forward", h_prev, h)
+    kernel("gru_cell_forward")(xw, hw, bias_hh, h_prev, _lengths(lengths, h), h.shape[-1],
+                               int(t), act, h_out)
+
+
+def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=0):
+    """Gradient of the GRU step; see ``fused_numpy.gru_cell_backward``."""
+    _check_float("gru_cell_backward", act, h_prev, dy, dh_rec, dh)
+    flat = _flat("gru_cell_backward", h_prev, dy, dh_rec, dh)
+    kernel("gru_cell_backward")(act, *flat[:3], _lengths(lengths, dh), dh.shape[-1], int(t),
+                                flat[3], dgx, dgh)

@@ -48,9 +48,9 @@ def _fan(tensor, mode):
 
 def _fill(tensor, draw):
     """Copy ``draw(generator, shape)`` (host values) into ``tensor`` in place, without recording a graph."""
-    host = draw(_backend.host_generator(), tensor.shape)
+    host = _backend.host_array_from_data(draw(_backend.host_generator(), tensor.shape), tensor.dtype)
     with no_grad():
-        tensor.copy_(_backend.host_array_from_data(host, tensor.dtype))
+        tensor.copy_(_backend.to_device(host, tensor.device))
     return tensor
 
 

@@ -139,7 +139,10 @@ class NegativeLogLikelihood(Function):
     def forward(self, log_probs):
         xp = self.xp
         valid = self.target != self.ignore_index
-        self.safe_target = xp.expand_dims(xp.where(valid, self.target, 0), 1)
+        # ignored targets read class 0 (with weight 0); bad ones were reported by check_indices
+        # (on the GPU at the next sync) and are clipped so the gather stays in bounds until then
+        safe = xp.clip(xp.where(valid, self.target, 0), 0, log_probs.shape[1] - 1)
+        self.safe_target = xp.expand_dims(safe, 1)
         picked = xp.take_along_axis(log_probs, self.safe_target, axis=1)[:, 0]
         if self.weight is None:
             self.target_weight = valid.astype(log_probs.dtype)

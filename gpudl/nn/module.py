@@ -327,7 +327,7 @@ class Module:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems))
         with no_grad():
             for key, value in sources.items():
-                own[key].copy_(value)
+                own[key].copy_(_backend.to_device(value, own[key].device))
         return IncompatibleKeys(missing, unexpected)
 
     # ----------------------------------------------------------------- printing

@@ -13,6 +13,9 @@ class Embedding(Function):
 
     def forward(self, weight):
         self.weight_shape = weight.shape
+        # a bad index has been reported (at once on the CPU, at the next sync on the GPU);
+        # clipping keeps the gather and the scatter in bounds until then
+        self.indices = self.xp.clip(self.indices, 0, weight.shape[0] - 1)
         return self.xp.take(weight, self.indices, axis=0)
 
     def backward(self, grad):

@@ -1,0 +1,107 @@
+"""Convolution throughput: Conv2d forward+backward per layer shape, and a small CNN's training step
+at several batch sizes, with PyTorch CPU side by side when it is installed (``torch_cpu`` fixture).
+
+    .venv/bin/python -m pytest bench/bench_conv.py --benchmark-only
+
+``extra_info["samples_per_s"]`` is batch size / median step time; conv layers also report
+``gflops`` (forward + both backward products: 3 × 2 × multiply-adds).
+"""
+import math
+
+import pytest
+
+import gpudl
+from gpudl import nn, optim
+from conftest import synchronize
+
+BATCH_SIZES = (16, 64, 128, 256)
+# (in_channels, out_channels, image size) of the CNN's two conv layers, 3x3 kernels, padding 1
+CONV_LAYERS = {"conv1_1x28x28_to_32": (1, 32, 28), "conv2_32x14x14_to_64": (32, 64, 14)}
+
+
+def _record(benchmark, batch, flops=None):
+    if not benchmark.stats:  # None under --benchmark-disable
+        return
+    seconds = benchmark.stats.stats.median
+    benchmark.extra_info["samples_per_s"] = batch / seconds
+    if flops is not None:
+        benchmark.extra_info["gflops"] = flops / seconds / 1e9
+
+
+def _conv_flops(batch, cin, cout, size, needs_input_grad):
+    multiply_adds = batch * size * size * cout * cin * 9
+    return 2 * multiply_adds * (3 if needs_input_grad else 2)
+
+
+@pytest.mark.parametrize("batch", (32, 128))
+@pytest.mark.parametrize("layer", list(CONV_LAYERS))
+def test_conv2d_forward_backward_gpudl(benchmark, layer, batch):
+    cin, cout, size = CONV_LAYERS[layer]
+    conv = nn.Conv2d(cin, cout, 3, padding=1)
+    x = gpudl.randn(batch, cin, size, size, requires_grad=cin > 1)  # the first layer needs no input gradient
+
+    def step():
+        out = conv(x)
+        out.backward(gpudl.ones_like(out))
+        synchronize()
+
+    benchmark(step)
+    _record(benchmark, batch, _conv_flops(batch, cin, cout, size, cin > 1))
+
+
+@pytest.mark.parametrize("batch", (32, 128))
+@pytest.mark.parametrize("layer", list(CONV_LAYERS))
+def test_conv2d_forward_backward_torch(benchmark, torch_cpu, layer, batch):
+    cin, cout, size = CONV_LAYERS[layer]
+    conv = torch_cpu.nn.Conv2d(cin, cout, 3, padding=1)
+    x = torch_cpu.randn(batch, cin, size, size, requires_grad=cin > 1)
+
+    def step():
+        out = conv(x)
+        out.backward(torch_cpu.ones_like(out))
+
+    benchmark(step)
+    _record(benchmark, batch, _conv_flops(batch, cin, cout, size, cin > 1))
+
+
+def _cnn(nn_module):
+    return nn_module.Sequential(
+        nn_module.Conv2d(1, 32, 3, padding=1), nn_module.ReLU(), nn_module.MaxPool2d(2),
+        nn_module.Conv2d(32, 64, 3, padding=1), nn_module.ReLU(), nn_module.MaxPool2d(2),
+        nn_module.Flatten(), nn_module.Linear(3136, 128), nn_module.ReLU(), nn_module.Linear(128, 10))
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+def test_cnn_training_step_gpudl(benchmark, batch):
+    model = _cnn(nn)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = gpudl.randn(batch, 1, 28, 28)
+    target = gpudl.randint(0, 10, (batch,))
+
+    def step():
+        loss = nn.functional.cross_entropy(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        synchronize()
+
+    benchmark(step)
+    _record(benchmark, batch)
+    benchmark.extra_info["parameters"] = sum(math.prod(p.shape) for p in model.parameters())
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+def test_cnn_training_step_torch(benchmark, torch_cpu, batch):
+    model = _cnn(torch_cpu.nn)
+    opt = torch_cpu.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch_cpu.randn(batch, 1, 28, 28)
+    target = torch_cpu.randint(0, 10, (batch,))
+
+    def step():
+        loss = torch_cpu.nn.functional.cross_entropy(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    benchmark(step)
+    _record(benchmark, batch)

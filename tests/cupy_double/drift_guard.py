@@ -1,0 +1,99 @@
+"""Compare the double with the installed real CuPy: kernel type resolution and the manifest.
+
+Run as ``python -m tests.cupy_double.drift_guard`` (``tests/test_cupy_double.py`` does, in a
+fresh process, so the real CuPy never meets the installed double). Prints one JSON object:
+``cases`` compared, the first ``differences`` (at most 20) and whether ``manifest.json`` equals
+a fresh :func:`make_manifest.build_manifest`.
+"""
+import itertools
+import json
+
+import numpy
+
+import cupy
+from cupy._core import _kernel as real_kernel
+
+from tests.cupy_double import _kernels, make_manifest
+
+_DTYPES = (None, "float16", "float32", "float64", "int32", "int64", "bool")
+_OUT_DTYPES = ("float16", "float32", "float64", "int64")
+_SPECS = (
+    ("T x", "T y"), ("T x, T y", "T z"), ("T x, S y", "T z"), ("T x, float32 y", "T z"),
+    ("raw T x, int64 n", "T y"), ("T x", "float64 y"), ("T x, T y", "S z, T w"),
+    ("S x, T y", "T z"), ("T x, S y", "raw T z"), ("float64 x", "T y"), ("T x, T y, S z", "S w"),
+    ("int32 x, T y", "T z"), ("_non_const T x", "T y"), ("T x, U y", "T z, U w"),
+    ("float x", "double y"), ("T x, bool b", "T y"), ("raw T x, S t, A m", "T y, A z"),
+)
+_PARAM_TEXTS = ("T x", "raw T x", "_non_const S y", "float32 z", "int w", "uint64 s",
+                "bool b", "float f", "raw int64 e", "T", "foo T x", "notatype x", "", " ",
+                "T x,", "CIndexer _ind")
+
+
+def _outcome(call):
+    try:
+        in_types, out_types, type_map = call()
+    except Exception as exc:  # the exception is the outcome to compare
+        return f"{type(exc).__name__}: {exc}"
+    pairs = type_map if isinstance(type_map, tuple) else None
+    text = f"<_TypeMap {pairs}>" if pairs is not None else str(type_map)
+    return repr((in_types, out_types)) + text
+
+
+def _param_outcome(module, text):
+    try:
+        return [(p.name, repr(p.dtype), p.ctype, p.raw, p.is_const)
+                for p in module(text, True)]
+    except Exception as exc:  # the exception is the outcome to compare
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _spec_cases():
+    from gpudl.backend.kernel_specs import KERNELS
+    return _SPECS + tuple((k["in_params"], k["out_params"]) for k in KERNELS.values())
+
+
+def compare():
+    """``(cases, differences)`` of ParameterInfo parsing and ``_decide_params_type``."""
+    cases, differences = 0, []
+    for text in _PARAM_TEXTS:
+        cases += 1
+        real = _param_outcome(real_kernel._get_param_info, text)
+        mine = _param_outcome(_kernels.get_param_info, text)
+        if real != mine:
+            differences.append({"param": text, "cupy": str(real), "double": str(mine)})
+    for in_text, out_text in _spec_cases():
+        real_in = real_kernel._get_param_info(in_text, True)
+        real_out = real_kernel._get_param_info(out_text, False)
+        mine_in = _kernels.get_param_info(in_text, True)
+        mine_out = _kernels.get_param_info(out_text, False)
+        in_choices = itertools.product(_DTYPES, repeat=len(real_in))
+        for in_dtypes in in_choices:
+            in_dtypes = tuple(None if d is None else numpy.dtype(d) for d in in_dtypes)
+            out_choices = [()] + [tuple(numpy.dtype(d) for d in o)
+                                  for o in itertools.product(_OUT_DTYPES, repeat=len(real_out))]
+            for out_dtypes in out_choices:
+                for as_type in (False, True):  # ReductionKernel passes dtype.type
+                    ins = tuple(d.type if as_type and d is not None else d for d in in_dtypes)
+                    outs = tuple(d.type if as_type else d for d in out_dtypes)
+                    cases += 1
+                    real = _outcome(lambda: real_kernel._decide_params_type(
+                        real_in, real_out, ins, outs))
+                    mine = _outcome(lambda: _kernels.decide_params_type_core(
+                        mine_in, mine_out, ins, outs))
+                    if real != mine and len(differences) < 20:
+                        differences.append({"in": in_text, "out": out_text, "args": str((ins, outs)),
+                                            "cupy": real, "double": mine})
+    return cases, differences
+
+
+def main():
+    """Print the comparison as JSON."""
+    cases, differences = compare()
+    manifest_equal = (make_manifest.render(make_manifest.build_manifest())
+                      == make_manifest.MANIFEST.read_text())
+    print(json.dumps({"cupy_version": cupy.__version__, "cases": cases,
+                      "differences": differences, "manifest_equal": manifest_equal}))
+
+
+if __name__ == "__main__":
+    main()
