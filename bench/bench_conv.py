@@ -4,7 +4,9 @@ at several batch sizes, with PyTorch CPU side by side when it is installed (``to
     .venv/bin/python -m pytest bench/bench_conv.py --benchmark-only
 
 ``extra_info["samples_per_s"]`` is batch size / median step time; conv layers also report
-``gflops`` (forward + both backward products: 3 × 2 × multiply-adds).
+``gflops`` (forward + both backward products: 3 × 2 × multiply-adds). On a machine shared with
+other jobs, multi-threaded BLAS timings swing wildly; ``OPENBLAS_NUM_THREADS=1`` gives stable
+numbers to compare with the ``torch_cpu`` fixture (one thread).
 """
 import math
 
@@ -40,9 +42,12 @@ def test_conv2d_forward_backward_gpudl(benchmark, layer, batch):
     conv = nn.Conv2d(cin, cout, 3, padding=1)
     x = gpudl.randn(batch, cin, size, size, requires_grad=cin > 1)  # the first layer needs no input gradient
 
+    with gpudl.no_grad():
+        seed = conv(x) * 0 + 1  # in the output's memory layout, as a gradient from the next layer arrives
+
     def step():
         out = conv(x)
-        out.backward(gpudl.ones_like(out))
+        out.backward(seed)
         synchronize()
 
     benchmark(step)

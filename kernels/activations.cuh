@@ -2,20 +2,20 @@
 //
 // Arithmetic runs in acc_t<T> (float for float16) and rounds to T once, on return.
 // Definitions follow PyTorch (aten/src/ATen/native/cpu/Activation.cpp and derivatives.yaml):
-//   relu'       uses the output:  gx = y <= 0 ? 0 : gy           (relu'(0) = 0; NaN y passes gy)
+//   relu'       uses the output:  gx = gy * (y > 0)             (relu'(0) = 0; a NaN gy stays NaN)
 //   leaky_relu' uses the input:   gx = x > 0 ? gy : gy * slope   (leaky_relu'(0) = slope)
 //   elu'        uses the input:   gx = x <= 0 ? gy * alpha * exp(x) : gy   (elu'(0) = alpha)
 //   softplus    is linear where beta * x > threshold, in forward and backward
 //   sigmoid', tanh' use the output; gelu', gelu_tanh', silu' use the input.
-// NaN propagates through every forward function (relu is written `x < 0 ? 0 : x` for that).
+// NaN propagates through every forward function (relu keeps x when x != x for that).
 #ifndef GPUDL_ACTIVATIONS_CUH
 #define GPUDL_ACTIVATIONS_CUH
 // Needs common.cuh first (gpudl.backend.kernel_specs prepends it to every preamble).
 
 namespace gpudl {
 
-template <typename T> __device__ inline T relu(T x) { return x < T(0) ? T(0) : x; }
-template <typename T> __device__ inline T relu_backward(T y, T gy) { return y <= T(0) ? T(0) : gy; }
+template <typename T> __device__ inline T relu(T x) { return (x > T(0) || x != x) ? x : T(0); }
+template <typename T> __device__ inline T relu_backward(T y, T gy) { return y > T(0) ? gy : T(gy * T(0)); }
 
 template <typename T> __device__ inline T leaky_relu(T x, double negative_slope) {
   typedef acc_t<T> A;

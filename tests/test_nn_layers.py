@@ -368,3 +368,15 @@ def test_activation_values_spot_check():
     assert nn.Softmax(dim=0)(x).numpy().sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="approximate"):
         nn.GELU("fast")
+
+
+def test_float16_inference_matches_float32(device):
+    gd.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3), nn.LayerNorm(3)).to(device).eval()
+    x = gd.randn(5, 2, 8, 8, device=device)
+    expected = to_numpy(model(x))
+    with gd.no_grad():
+        out = model.half()(x.half())
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(to_numpy(out).astype(np.float32), expected, atol=2e-2)

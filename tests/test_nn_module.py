@@ -1,4 +1,6 @@
 """nn.Module and friends: registration, iteration, modes, freezing, devices/dtypes, state_dict, repr, containers."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -250,3 +252,14 @@ def test_module_list_registers_its_modules():
 def test_forward_must_be_defined():
     with pytest.raises(NotImplementedError, match="does not define forward"):
         nn.Module()(1)
+
+
+def test_deepcopy_gives_an_independent_model():
+    model = TwoLayer()
+    clone = copy.deepcopy(model)
+    assert isinstance(clone.fc1.weight, nn.Parameter) and clone.fc1.weight is not model.fc1.weight
+    with gd.no_grad():
+        clone.fc1.weight.fill_(0)
+    assert model.fc1.weight.numpy().any()
+    clone(gd.randn(3, 4)).sum().backward()
+    assert clone.fc2.weight.grad is not None and model.fc2.weight.grad is None

@@ -58,8 +58,8 @@ class Function:
         if single:
             outputs = (outputs,)
         array_type = type(first)
-        if any(type(o) is not array_type for o in outputs):
-            outputs = tuple(backend.xp.asarray(o) for o in outputs)
+        if any(type(o) is not array_type for o in outputs):  # NumPy scalars from reductions become 0-d arrays
+            outputs = tuple(o if _backend.is_array(o) else backend.xp.asarray(o) for o in outputs)
         if requires and grad_mode.enabled:
             self.inputs = inputs
             # where each input's gradient goes, fixed now: a later in-place op on an input must not reroute it

@@ -29,12 +29,12 @@ FLOAT_DTYPES = (float16, float32, float64)
 _DTYPE_ALIASES = {"half": float16, "float": float32, "double": float64, "long": int64, "int": int64}
 
 
-def cupy_backend():
+def get_cupy_backend():
     """The CuPy backend, created on first use (raises BackendError if no usable GPU)."""
     global _cupy_backend
     if _cupy_backend is None:
         require_cupy("a CUDA device")
-        from .cupy_backend import CupyBackend
+        from .cupy_backend import CupyBackend  # binds the submodule as gpudl.backend.cupy_backend
         _cupy_backend = CupyBackend()
         _backend_by_array_type[_cupy_backend.array_type] = _cupy_backend
     return _cupy_backend
@@ -61,7 +61,7 @@ def installed_cupy_version():
 
 def backend_for(device: Device):
     """The backend whose arrays live on ``device``."""
-    return NUMPY if device.kind == "cpu" else cupy_backend()
+    return NUMPY if device.kind == "cpu" else get_cupy_backend()
 
 
 def is_array(value) -> bool:
@@ -157,7 +157,7 @@ from .random import host_generator, manual_seed, new_generator, next_dropout_key
 
 __all__ = [
     "BackendError", "CPU", "Device", "NUMPY", "VALID_BACKENDS", "backend_for", "backend_of",
-    "cupy_backend", "cupy_gpu_usable", "default_device", "device_of", "dtype", "get_device",
+    "get_cupy_backend", "cupy_gpu_usable", "default_device", "device_of", "dtype", "get_device",
     "host_array_from_data", "installed_cupy_version", "host_generator", "is_array", "manual_seed", "new_array",
     "new_generator", "next_dropout_key", "seed_dropout", "set_default_device", "to_device", "to_host",
 ]

@@ -6,7 +6,10 @@ check in ``tests/kernels`` can compare them element for element. Outputs keep th
 (NEP 50: scalars enter as ``dtype.type(v)``). The functions are pure functions on arrays, except
 the optimizer updates, which work in place.
 """
+import concurrent.futures
+import functools
 import math
+import os
 
 import numpy as np
 
@@ -68,11 +71,11 @@ def _erf(a):
 # activations: each takes and returns arrays in the accumulate dtype
 
 def _relu(x):
-    return np.where(x < 0, x.dtype.type(0), x)
+    return np.maximum(x, x.dtype.type(0))  # NaN stays NaN; -0.0 becomes +0.0, as the kernel
 
 
 def _relu_backward(y, gy):
-    return np.where(y <= 0, gy.dtype.type(0), gy)
+    return gy * (y > 0)
 
 
 def _leaky_relu(x, negative_slope):
@@ -553,6 +556,12 @@ def _acc_out(a):
     return np.empty(a.shape, np.float32) if a.dtype == _FLOAT16 else a
 
 
+def _blocks(rows, count):
+    """The ``count`` gate blocks of [B, count*H] rows, as [B, H] views."""
+    hidden = rows.shape[1] // count
+    return [rows[:, k * hidden:(k + 1) * hidden] for k in range(count)]
+
+
 def _ended_rows(lengths, t):
     """[B, 1] mask of the rows whose sequence ended before step ``t`` (None: no lengths)."""
     return None if lengths is None else (lengths <= t)[:, None]
@@ -585,6 +594,36 @@ def _finish_backward(invalid, carry, dh, direct, gate_grads):
         np.copyto(g, 0, where=invalid)
 
 
+# Rows are independent, so a large step runs as two halves on two threads (NumPy releases the GIL
+# inside its loops): the host's second core does half the elementwise work, as the GPU's many do.
+ROW_SPLIT_MIN = 1 << 15  # elements of the last array from which a step is split
+_cell_pool = []
+os.register_at_fork(after_in_child=_cell_pool.clear)  # a forked child has no worker thread
+
+
+def _split_rows(cell):
+    """Decorate a cell step to run on both halves of the batch at once when the step is large.
+
+    Positional 2-D arrays are [B, *] and split by rows (into views, so outputs land in place);
+    1-D ones (a bias) go whole; ``lengths`` is split with the rows.
+    """
+    @functools.wraps(cell)
+    def step(*arrays, lengths=None, **kwargs):
+        batch = arrays[-1].shape[0]
+        if arrays[-1].size < ROW_SPLIT_MIN or batch < 2:
+            return cell(*arrays, lengths=lengths, **kwargs)
+        if not _cell_pool:
+            _cell_pool.append(concurrent.futures.ThreadPoolExecutor(1, "gpudl-cell"))
+        halves = (slice(0, batch // 2), slice(batch // 2, batch))
+        parts = [[a[rows] if a.ndim == 2 else a for a in arrays] for rows in halves]
+        lens = [None if lengths is None else lengths[rows] for rows in halves]
+        other = _cell_pool[0].submit(cell, *parts[1], lengths=lens[1], **kwargs)
+        cell(*parts[0], lengths=lens[0], **kwargs)
+        other.result()
+    return step
+
+
+@_split_rows
 def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
     """Elman RNN step: ``h = act(xw + hw)`` (act = relu if ``relu`` else tanh); ended rows keep
     ``h_prev``. ``xw = W_ih x + b_ih + b_hh``, ``hw = W_hh h_prev``, all [B, H]."""
@@ -597,6 +636,7 @@ def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
     _carry_state(_ended_rows(lengths, t), h, h_prev)
 
 
+@_split_rows
 def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
     """Gradient of :func:`rnn_cell_forward`: ``dpre`` (w.r.t. the pre-activation) from the step's
     output ``h``, output gradient ``dy``, ``dh_rec = dpre_next @ W_hh`` and the in/out ``dh``."""
@@ -610,22 +650,22 @@ def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False)
     _finish_backward(invalid, carry, dh, None, (dpre,))
 
 
+@_split_rows
 def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
     """LSTM step. ``gates`` [B, 4H] holds ``W_ih x + b_ih + b_hh`` on entry and the activations
     i, f, g, o on exit; ``hw = W_hh h_prev``. Writes ``c = f c_prev + i g``, ``h = o tanh(c)``
     and ``tanh_c`` (saved for backward); ended rows keep ``c_prev`` and ``h_prev``."""
-    _check_float("lstm_cell_forward", gates, hw, c_prev, h_prev)
-    hidden = c.shape[-1]
+    _check_float("lstm_cell_forward", gates)
+    hidden = c.shape[1]
     a = _acc(gates)
+    i, f, g, o = _blocks(a, 4)
     with np.errstate(all="ignore"):
         a += hw
-        i, f, g, o = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
-        sigmoid_if = a[:, :2 * hidden]
-        _sigmoid(sigmoid_if, out=sigmoid_if)
+        for block in (a[:, :2 * hidden], o):
+            _sigmoid(block, out=block)
         np.tanh(g, out=g)
-        _sigmoid(o, out=o)
         c_new = np.multiply(f, c_prev, out=_acc_out(c))
-        c_new += i * g
+        c_new += np.multiply(i, g)
         tc = np.tanh(c_new, out=_acc_out(tanh_c))
         h_new = np.multiply(o, tc, out=_acc_out(h))
     for dst, src in ((gates, a), (tanh_c, tc), (c, c_new), (h, h_new)):
@@ -635,26 +675,30 @@ def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, 
     _carry_state(invalid, h, h_prev)
 
 
+@_split_rows
 def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengths=None, t=0):
     """Gradient of :func:`lstm_cell_forward`: writes ``dgates`` [B, 4H] (w.r.t. the gate
     pre-activations) and updates ``dc`` (dL/dc_t in, dL/dc_prev out) and ``dh`` (see
     kernels/rnn.cuh) from the saved activations ``act`` and ``tanh_c``."""
-    _check_float("lstm_cell_backward", act, c_prev, tanh_c, dy, dh_rec, dh, dc)
-    hidden = dc.shape[-1]
+    _check_float("lstm_cell_backward", act)
     invalid = _ended_rows(lengths, t)
-    a = _acc(act)
     tc = _acc(tanh_c)
-    i, f, g, o = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    a = _acc(act)
+    i, f, g, o = _blocks(a, 4)
     d = _acc_out(dgates)
-    di, df, dg, do = (d[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    di, df, dg, do = _blocks(d, 4)
     with np.errstate(all="ignore"):
         carry, total = _backward_totals(dy, dh_rec, dh)
-        dcc = _tanh_backward(tc, total * o)
+        gy = np.multiply(total, o)
+        dcc = _tanh_backward(tc, gy, out=np.empty_like(gy))
         dcc += dc
-        _sigmoid_backward(i, dcc * g, out=di)
-        _sigmoid_backward(f, dcc * c_prev, out=df)
-        _tanh_backward(g, dcc * i, out=dg)
-        _sigmoid_backward(o, total * tc, out=do)
+        np.multiply(dcc, g, out=di)
+        np.multiply(dcc, c_prev, out=df)
+        np.multiply(total, tc, out=do)
+        # sigmoid' = (1 - y) y over whole rows (fewer, larger calls); the g block is redone below
+        d *= np.subtract(1, a)
+        d *= a
+        _tanh_backward(g, np.multiply(dcc, i, out=gy), out=dg)
         dcc *= f
     _write_back(dgates, d)
     if invalid is not None:
@@ -663,6 +707,7 @@ def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengt
     _finish_backward(invalid, carry, dh, None, (dgates,))
 
 
+@_split_rows
 def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
     """GRU step. ``xw = W_ih x + b_ih`` and ``hw = W_hh h_prev`` are [B, 3H] (r, z, n), ``bias_hh``
     [3H]. Writes ``act`` [B, 4H] = r, z, n, hn (saved for backward) and
@@ -671,7 +716,7 @@ def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
     hidden = h.shape[-1]
     acc = np.float32 if h.dtype == _FLOAT16 else h.dtype
     a = _acc_out(act)
-    r, z, n, hn = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    r, z, n, hn = _blocks(a, 4)
     with np.errstate(all="ignore"):
         hb = np.add(hw, bias_hh, dtype=acc)
         rz = a[:, :2 * hidden]
@@ -689,6 +734,7 @@ def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
     _carry_state(_ended_rows(lengths, t), h, h_prev)
 
 
+@_split_rows
 def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=0):
     """Gradient of :func:`gru_cell_forward`: writes ``dgx`` (w.r.t. ``xw``) and ``dgh`` (w.r.t.
     ``hw + bias_hh``), [B, 3H] each; they differ in the n block (``dgh_n = r dgx_n``). Updates
@@ -697,12 +743,13 @@ def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=
     hidden = dh.shape[-1]
     invalid = _ended_rows(lengths, t)
     a = _acc(act)
-    r, z, n, hn = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    r, z, n, hn = _blocks(a, 4)
     gx, gh = _acc_out(dgx), _acc_out(dgh)
     with np.errstate(all="ignore"):
         carry, total = _backward_totals(dy, dh_rec, dh)
         dn = _tanh_backward(n, total * np.subtract(1, z), out=gx[:, 2 * hidden:])
-        _sigmoid_backward(z, total * np.subtract(h_prev, n, dtype=a.dtype), out=gx[:, hidden:2 * hidden])
+        _sigmoid_backward(z, total * np.subtract(h_prev, n, dtype=a.dtype),
+                          out=gx[:, hidden:2 * hidden])
         _sigmoid_backward(r, dn * hn, out=gx[:, :hidden])
         gh[:, :2 * hidden] = gx[:, :2 * hidden]
         np.multiply(dn, r, out=gh[:, 2 * hidden:])

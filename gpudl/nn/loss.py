@@ -9,6 +9,7 @@ from ..tensor import Tensor
 from .module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+_BCE_EPSILON = 9.999999960041972e-13  # PyTorch's 1e-12 as the float32 it is stored in
 
 
 def _reduce(loss, reduction):
@@ -72,7 +73,7 @@ class BinaryCrossEntropy(Function):
         p, t, log_p, log_q = self.saved
         gp = gt = None
         if self.needs_input_grad[0]:
-            gp = g * (p - t) / self.xp.maximum(p * (1 - p), 1e-12)
+            gp = g * (p - t) / self.xp.maximum(p * (1 - p), _BCE_EPSILON)
         if self.needs_input_grad[1]:
             gt = g * (log_q - log_p)
         return gp, gt

@@ -7,42 +7,45 @@ Beyond PyTorch, ``forward`` takes ``lengths=`` (one int per batch row) for padde
 variable-length sequences: outputs past a row's length are zero, its final state is the one at
 its last valid step, and the reverse direction starts there.
 """
+import functools
 import math
 import warnings
 
-from .. import backend as _backend
 from ..ops import concat, dropout, stack
 from ..ops.rnn import check_nonlinearity, gru_layer, lstm_layer, rnn_layer, sequence_lengths
 from ..tensor import Tensor
+from . import init
 from .module import Module
-from .parameter import Parameter
+from .parameter import empty_parameter
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
-def _uniform_parameter(shape, bound, device, dtype):
-    """A Parameter drawn from U(-bound, bound) by the host generator, then placed on ``device``."""
-    values = _backend.host_generator().uniform(-bound, bound, size=shape)
-    dtype = _backend.DEFAULT_FLOAT if dtype is None else _backend.dtype(dtype)
-    if not _backend.is_float_dtype(dtype):
-        raise TypeError(f"recurrent layers need a floating-point dtype, got {dtype}")
-    return Parameter(_backend.to_device(values.astype(dtype), _backend.get_device(device)))
+def _uniform_parameter(shape, bound, device, dtype, owner):
+    """A Parameter drawn from U(-bound, bound) by the host generator, on ``device``."""
+    return init.uniform_(empty_parameter(shape, device, dtype, owner), -bound, bound)
 
 
 def _check_size(name, value, minimum):
+    """Raise ValueError unless ``value`` is an int (not a bool) >= ``minimum``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _layer_function(mode):
-    """``(function, takes_cell_state)`` running one layer and direction of ``mode``."""
+    """The function running one layer and direction of ``mode`` (``gpudl.ops.rnn``)."""
     if mode == "LSTM":
         return lstm_layer
     if mode == "GRU":
         return gru_layer
-    relu = mode == "RNN_RELU"
-    return lambda x, h0, *weights, **kw: rnn_layer(x, h0, *weights,
-                                                   nonlinearity="relu" if relu else "tanh", **kw)
+    return functools.partial(rnn_layer, nonlinearity="relu" if mode == "RNN_RELU" else "tanh")
+
+
+def _reset_uniform(module):
+    """Redraw every parameter of ``module`` from U(-1/sqrt(H), 1/sqrt(H)) in place (H = hidden_size)."""
+    bound = 1.0 / math.sqrt(module.hidden_size)
+    for param in module.parameters():
+        init.uniform_(param, -bound, bound)
 
 
 class RNNBase(Module):
@@ -59,7 +62,7 @@ class RNNBase(Module):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(f"dropout={dropout} has no effect with num_layers=1: it acts between "
-                          "recurrent layers", stacklevel=2)
+                          "recurrent layers", stacklevel=3)
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first = bool(bias), bool(batch_first)
@@ -76,7 +79,8 @@ class RNNBase(Module):
                     shapes.update(bias_ih=(gates,), bias_hh=(gates,))
                 for kind, shape in shapes.items():
                     name = f"{kind}_l{layer}{suffix}"
-                    setattr(self, name, _uniform_parameter(shape, bound, device, dtype))
+                    setattr(self, name, _uniform_parameter(shape, bound, device, dtype,
+                                                           type(self).__name__))
                     self._flat_weights_names.append(name)
 
     @property
@@ -91,10 +95,7 @@ class RNNBase(Module):
 
     def reset_parameters(self):
         """Redraw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in place."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for param in self.parameters():
-            fresh = _backend.host_generator().uniform(-bound, bound, size=param.shape)
-            param.data[...] = _backend.to_device(fresh.astype(param.dtype), param.device)
+        _reset_uniform(self)
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
@@ -190,10 +191,10 @@ class RNN(RNNBase):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
         check_nonlinearity(nonlinearity)
-        self.nonlinearity = nonlinearity
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
                          dtype)
+        self.nonlinearity = nonlinearity
 
 
 class LSTM(RNNBase):
@@ -234,16 +235,19 @@ class RNNCellBase(Module):
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bool(bias)
         gates = _GATES[mode] * hidden_size
         bound = 1.0 / math.sqrt(hidden_size)
-        self.weight_ih = _uniform_parameter((gates, input_size), bound, device, dtype)
-        self.weight_hh = _uniform_parameter((gates, hidden_size), bound, device, dtype)
+        owner = type(self).__name__
+        self.weight_ih = _uniform_parameter((gates, input_size), bound, device, dtype, owner)
+        self.weight_hh = _uniform_parameter((gates, hidden_size), bound, device, dtype, owner)
         if self.bias:
-            self.bias_ih = _uniform_parameter((gates,), bound, device, dtype)
-            self.bias_hh = _uniform_parameter((gates,), bound, device, dtype)
+            self.bias_ih = _uniform_parameter((gates,), bound, device, dtype, owner)
+            self.bias_hh = _uniform_parameter((gates,), bound, device, dtype, owner)
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
 
-    reset_parameters = RNNBase.reset_parameters
+    def reset_parameters(self):
+        """Redraw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in place."""
+        _reset_uniform(self)
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
@@ -283,9 +287,9 @@ class RNNCell(RNNCellBase):
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
                  dtype=None):
         check_nonlinearity(nonlinearity)
-        self.nonlinearity = nonlinearity
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, bias, device, dtype)
+        self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
         """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``; ``hx`` None means zeros."""

@@ -3,7 +3,7 @@ from ._util import as_tensor_like
 from .activation import elu, gelu, leaky_relu, relu, sigmoid, silu, softplus, tanh
 from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .dropout import dropout
-from .loss import cross_entropy, softmax_cross_entropy
+from .loss import softmax_cross_entropy
 from .compare import (all, any, argmax, argmin, equal, greater, greater_equal, isfinite, isnan, less, less_equal,
                       logical_and, logical_not, logical_or, not_equal)
 from .elementwise import abs, astype, clamp, clip, clone, exp, log, maximum, minimum, sqrt, to_device, where
@@ -14,7 +14,7 @@ from .shape import (broadcast_to, cat, concat, expand, expand_dims, flatten, pad
 
 __all__ = [
     "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "cat", "clamp", "clip", "clone",
-    "concat", "cross_entropy", "div", "dropout", "elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu",
+    "concat", "div", "dropout", "elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu",
     "softmax_cross_entropy", "softplus", "tanh", "equal", "exp", "expand", "expand_dims", "flatten", "greater", "greater_equal", "isfinite",
     "isnan", "less", "less_equal", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg", "not_equal", "pad", "permute", "pow",

@@ -1,17 +1,20 @@
 """2-D convolution by im2col and one GEMM, plus the window geometry and scratch space pooling shares.
 
-Memory layout. A convolution's output is stored as [C, N, H, W] and handed out as a transposed
-view with PyTorch's logical shape [N, C, H, W]. With im2col columns laid out
-[C·kh·kw, N·OH·OW], the three products of a layer are then single GEMMs whose results are
-already where they belong: the forward ``W @ cols`` *is* the output, the weight gradient is
+Memory layout. A convolution's output is stored batch-last, as [C, H, W, N], and handed out as a
+transposed view with PyTorch's logical shape [N, C, H, W]. With im2col columns laid out
+[C·kh·kw, OH·OW·N], the three products of a layer are single GEMMs whose results are already
+where they belong: the forward ``W @ cols`` *is* the output, the weight gradient is
 ``g @ cols.T`` and the column gradient ``W.T @ g``, with no transpose copy before or after.
-Elementwise ops keep a view's memory order (NumPy's ``order='K'``), so the next layer (and the
-gradient coming back) usually arrive in the same layout and are read without copying.
+Batch-last also makes every window tap a run of ``OW·N`` contiguous elements (``N`` for strided
+windows), so the im2col copy, the col2im adds and the pooling taps stream through memory instead
+of hopping along short rows. Elementwise ops keep a view's memory order (NumPy's ``order='K'``),
+so the next layer, and the gradient coming back, usually arrive in this layout and are read
+without copying.
 """
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
 from ._util import accumulation_dtype
-from .linear import _check_same_dtype, gemm
+from .linear import check_same_dtype, gemm
 
 
 class Workspace:
@@ -20,7 +23,8 @@ class Workspace:
     A training step needs the same large temporaries (im2col columns, padded inputs) every time,
     and fresh multi-MB arrays cost page faults on each step. An array is taken out while in use
     (columns stay out until backward has used them) and given back afterwards; one that is never
-    given back (its graph was dropped without a backward) is simply garbage-collected.
+    given back (its graph was dropped without a backward) is simply garbage-collected. At most
+    ``per_key`` arrays are kept for each of the ``max_keys`` most recently used shapes.
     """
 
     def __init__(self, max_keys=16, per_key=2):
@@ -47,12 +51,10 @@ class Workspace:
         if len(self._free) > self.max_keys:
             del self._free[next(iter(self._free))]
 
-    def clear(self):
-        """Drop every kept array (to free memory)."""
-        self._free.clear()
-
 
 WORKSPACE = Workspace()
+TO_BATCH_LAST = (1, 2, 3, 0)  # logical [N, C, H, W] -> memory order [C, H, W, N]
+TO_NCHW = (3, 0, 1, 2)        # and back
 
 
 def pair(value, name, op):
@@ -83,17 +85,17 @@ def window_tap(i, j, out_hw, stride, dilation):
             slice(j * dilation[1], j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
 
 
-def channels_first_padded(xp, device, x, pads, fill):
-    """``x`` [N, C, H, W] copied into a workspace array laid out [C, N, H+top+bottom, W+left+right]
+def batch_last_padded(xp, device, x, pads, fill):
+    """``x`` [N, C, H, W] copied into a workspace array laid out [C, H+top+bottom, W+left+right, N]
     whose border holds ``fill``; give it back to ``WORKSPACE`` when done."""
     n, c, h, w = x.shape
     top, bottom, left, right = pads
-    buffer = WORKSPACE.take(xp, device, (c, n, h + top + bottom, w + left + right), x.dtype)
-    buffer[:, :, :top] = fill
-    buffer[:, :, top + h:] = fill
-    buffer[:, :, top:top + h, :left] = fill
-    buffer[:, :, top:top + h, left + w:] = fill
-    buffer[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+    buffer = WORKSPACE.take(xp, device, (c, h + top + bottom, w + left + right, n), x.dtype)
+    buffer[:, :top] = fill
+    buffer[:, top + h:] = fill
+    buffer[:, top:top + h, :left] = fill
+    buffer[:, top:top + h, left + w:] = fill
+    buffer[:, top:top + h, left:left + w] = x.transpose(TO_BATCH_LAST)
     return buffer
 
 
@@ -112,17 +114,17 @@ class Conv2d(Function):
         oh, ow = self.out_hw
         self.device = self.backend.device_of(x)
         padded = any(self.pads)
-        source = channels_first_padded(xp, self.device, x, self.pads, 0) if padded else x.transpose(1, 0, 2, 3)
-        sc, sn, sh, sw = source.strides
-        windows = xp.lib.stride_tricks.as_strided(  # [C, kh, kw, N, OH, OW]: the columns, not yet copied
-            source, (c, kh, kw, n, oh, ow),
-            (sc, sh * self.dilation[0], sw * self.dilation[1], sn, sh * self.stride[0], sw * self.stride[1]))
+        source = batch_last_padded(xp, self.device, x, self.pads, 0) if padded else x.transpose(TO_BATCH_LAST)
+        sc, sh, sw, sn = source.strides
+        windows = xp.lib.stride_tricks.as_strided(  # [C, kh, kw, OH, OW, N]: the columns, not yet copied
+            source, (c, kh, kw, oh, ow, n),
+            (sc, sh * self.dilation[0], sw * self.dilation[1], sh * self.stride[0], sw * self.stride[1], sn))
         columns = WORKSPACE.take(xp, self.device, windows.shape, x.dtype)
         xp.copyto(columns, windows)
         if padded:
             WORKSPACE.give_back(self.device, source)
         g = self.groups
-        out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, -1, n * oh * ow)).reshape(o, n, oh, ow)
+        out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, -1, oh * ow * n)).reshape(o, oh, ow, n)
         if bias is not None:
             out += bias.reshape(o, 1, 1, 1)
         if self.keep_columns:
@@ -130,15 +132,15 @@ class Conv2d(Function):
         else:
             WORKSPACE.give_back(self.device, columns)
         self.saved = (weight,)
-        return out.transpose(1, 0, 2, 3)
+        return out.transpose(TO_NCHW)
 
     def backward(self, grad):
         weight, = self.saved
         xp = self.xp
         o = weight.shape[0]
         g = self.groups
-        length = grad.shape[0] * grad.shape[2] * grad.shape[3]
-        grad3 = grad.transpose(1, 0, 2, 3).reshape(g, o // g, length)  # a view in the layout forward made
+        length = grad.size // o
+        grad3 = grad.transpose(TO_BATCH_LAST).reshape(g, o // g, length)  # a view in the layout forward made
         gx = gw = gb = None
         if self.needs_input_grad[1]:
             gw = gemm(xp, grad3, self.columns.reshape(g, -1, length).transpose(0, 2, 1)).reshape(weight.shape)
@@ -147,7 +149,7 @@ class Conv2d(Function):
         if self.needs_input_grad[0]:
             n, c, _, _ = self.x_shape
             kh, kw = weight.shape[2:]
-            gcolumns = WORKSPACE.take(xp, self.device, (c, kh, kw, n) + tuple(self.out_hw), grad.dtype)
+            gcolumns = WORKSPACE.take(xp, self.device, (c, kh, kw) + tuple(self.out_hw) + (n,), grad.dtype)
             gemm(xp, weight.reshape(g, o // g, -1).transpose(0, 2, 1), grad3, out=gcolumns.reshape(g, -1, length))
             gx = self._col2im(gcolumns)
             WORKSPACE.give_back(self.device, gcolumns)
@@ -159,12 +161,12 @@ class Conv2d(Function):
         xp = self.xp
         n, c, h, w = self.x_shape
         top, bottom, left, right = self.pads
-        gpad = xp.zeros((c, n, h + top + bottom, w + left + right), dtype=gcolumns.dtype)
+        gpad = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=gcolumns.dtype).transpose(TO_NCHW)
         for i in range(gcolumns.shape[1]):
             for j in range(gcolumns.shape[2]):
                 target = gpad[window_tap(i, j, self.out_hw, self.stride, self.dilation)]
-                xp.add(target, gcolumns[:, i, j], out=target)
-        return gpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3)
+                xp.add(target, gcolumns[:, i, j].transpose(TO_NCHW), out=target)
+        return gpad[:, :, top:top + h, left:left + w]
 
     def release(self):
         if self.columns is not None:
@@ -220,7 +222,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: input must be floating point, got {input.dtype}")
-    _check_same_dtype(op, input, weight, bias)
+    check_same_dtype(op, input, weight, bias)
     stride = positive_pair(stride, "stride", op)
     dilation = positive_pair(dilation, "dilation", op)
     kernel = weight.shape[2:]

@@ -58,11 +58,11 @@ def linear(input, weight, bias=None):
                          f"(weight shape {weight.shape})")
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    _check_same_dtype("linear", input, weight, bias)
+    check_same_dtype("linear", input, weight, bias)
     return Linear().apply(input, weight, bias)
 
 
-def _check_same_dtype(op, input, weight, bias):
+def check_same_dtype(op, input, weight, bias):
     """Raise if the input's dtype differs from the parameters' (no silent promotion to float64)."""
     for name, tensor in (("weight", weight), ("bias", bias)):
         if tensor is not None and tensor.dtype != input.dtype:

@@ -75,5 +75,3 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100, 
         return loss.reshape(expected) if reduction == "none" else loss
     return SoftmaxCrossEntropy(reduction, ignore_index, label_smoothing).apply(logits, targets)
 
-
-cross_entropy = softmax_cross_entropy

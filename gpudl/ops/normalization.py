@@ -9,16 +9,21 @@ from ._util import accumulation_dtype
 class Normalize(Function):
     """``(x - mean) / sqrt(var + eps) * weight + bias``.
 
-    ``stats_axes``: the axes mean and (biased) variance run over. With ``stats=(mean, var)``
-    (arrays shaped like the parameters) those are used instead and are constants for backward
-    (batch norm in eval mode). ``param_shape`` is the shape weight and bias are viewed as to
+    ``kind`` names the op in profiles (``BatchNorm``, ``LayerNorm``). ``stats_axes``: the axes
+    mean and (biased) variance run over. With ``stats=(mean, var)`` (arrays shaped like the
+    parameters) those are used instead and are constants for backward (batch norm in eval mode). ``param_shape`` is the shape weight and bias are viewed as to
     broadcast against x; ``param_axes`` are the axes their gradients are summed over. After
     forward, ``batch_mean`` and ``batch_var`` hold the statistics computed from the input.
     """
 
-    def __init__(self, stats_axes, param_shape, param_axes, eps, stats=None):
-        self.stats_axes, self.param_shape, self.param_axes = stats_axes, param_shape, param_axes
+    def __init__(self, kind, stats_axes, param_shape, param_axes, eps, stats=None):
+        self.kind, self.stats_axes, self.param_shape, self.param_axes = kind, stats_axes, param_shape, param_axes
         self.eps, self.stats = eps, stats
+
+    @property
+    def op_name(self):
+        """``BatchNorm`` or ``LayerNorm`` in profiles."""
+        return self.kind
 
     def forward(self, x, weight, bias):
         xp = self.xp
@@ -96,13 +101,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not training:
         if running_mean is None:
             raise ValueError(f"{op}: running_mean and running_var are needed when training=False")
-        fn = Normalize(axes, param_shape, axes, eps, stats=(running_mean.data, running_var.data))
+        fn = Normalize("BatchNorm", axes, param_shape, axes, eps, stats=(running_mean.data, running_var.data))
         return fn.apply(input, weight, bias)
     count = input.size // channels
     if count <= 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
                          f"{input.shape}")
-    fn = Normalize(axes, param_shape, axes, eps)
+    fn = Normalize("BatchNorm", axes, param_shape, axes, eps)
     out = fn.apply(input, weight, bias)
     if running_mean is not None:
         factor = momentum.data if isinstance(momentum, Tensor) else momentum
@@ -128,5 +133,5 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, tensor in (("weight", weight), ("bias", bias)):
         _check_param(op, name, tensor, normalized_shape, input)
     lead = input.ndim - k
-    fn = Normalize(tuple(range(lead, input.ndim)), normalized_shape, tuple(range(lead)), eps)
+    fn = Normalize("LayerNorm", tuple(range(lead, input.ndim)), normalized_shape, tuple(range(lead)), eps)
     return fn.apply(input, weight, bias)

@@ -3,10 +3,12 @@ input (one view per window tap), never a loop over pixels."""
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
 from ._util import accumulation_dtype
-from .conv import WORKSPACE, channels_first_padded, output_size, pair, positive_pair, window_tap
+from .conv import TO_NCHW, WORKSPACE, batch_last_padded, output_size, pair, positive_pair, window_tap
 
 
 class _Pool2d(Function):
+    """What max and average pooling share: the padded input, the window taps, the gradient buffer."""
+
     def __init__(self, kernel, stride, pads, dilation, out_hw):
         self.kernel, self.stride, self.pads, self.dilation, self.out_hw = kernel, stride, pads, dilation, out_hw
         self.padded_source = None
@@ -15,8 +17,8 @@ class _Pool2d(Function):
         """``x`` with its border padded by ``fill`` (x itself without padding), as [N, C, Hp, Wp]."""
         if not any(self.pads):
             return x
-        self.padded_source = channels_first_padded(self.xp, self.backend.device_of(x), x, self.pads, fill)
-        return self.padded_source.transpose(1, 0, 2, 3)
+        self.padded_source = batch_last_padded(self.xp, self.backend.device_of(x), x, self.pads, fill)
+        return self.padded_source.transpose(TO_NCHW)
 
     def _taps(self):
         for i in range(self.kernel[0]):
@@ -24,10 +26,10 @@ class _Pool2d(Function):
                 yield window_tap(i, j, self.out_hw, self.stride, self.dilation)
 
     def _padded_gradient(self, dtype):
-        """Zeros shaped like the padded input [N, C, Hp, Wp], stored [C, N, Hp, Wp] like a conv layer's data."""
+        """Zeros shaped like the padded input [N, C, Hp, Wp], stored batch-last like a conv layer's data."""
         top, bottom, left, right = self.pads
         n, c, h, w = self.x_shape
-        return self.xp.zeros((c, n, h + top + bottom, w + left + right), dtype=dtype).transpose(1, 0, 2, 3)
+        return self.xp.zeros((c, h + top + bottom, w + left + right, n), dtype=dtype).transpose(TO_NCHW)
 
     def _crop(self, gpad):
         top, _, left, _ = self.pads
@@ -58,8 +60,8 @@ class MaxPool2d(_Pool2d):
         source = self._padded(x, -float("inf"))
         taps = self._taps()
         out = source[next(taps)].copy(order="K")
-        index = xp.zeros(out.shape, dtype="int8" if self.kernel[0] * self.kernel[1] < 128 else "int32") \
-            if self.keep_index else None
+        index = xp.zeros_like(out, dtype="int8" if self.kernel[0] * self.kernel[1] < 128 else "int32") \
+            if self.keep_index else None  # zeros_like: the same memory order as out
         for k, tap in enumerate(taps, 1):
             window = source[tap]
             if index is not None:  # taps come in increasing k, so the last strict improvement is a max

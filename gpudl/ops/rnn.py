@@ -27,6 +27,36 @@ from ._util import accumulation_dtype
 from .linear import gemm
 
 
+class _BufferPool:
+    """Per-sequence buffers handed back once the graph that saved them is freed, so that the next
+    step reuses their memory instead of faulting in fresh pages (tens of MB at large batches;
+    DESIGN.md §5). Only buffers that never leave the Function are pooled: not the states ``hs``,
+    whose outputs are views of it, and not the returned gradients."""
+
+    MAX_KEYS = 64
+    PER_KEY = 2
+
+    def __init__(self):
+        self._free = {}
+
+    def take(self, xp, device, shape, dtype):
+        """A buffer of ``shape`` and ``dtype`` on ``device`` (contents undefined)."""
+        free = self._free.get((device, shape, dtype))
+        return free.pop() if free else xp.empty(shape, dtype)
+
+    def give(self, device, *arrays):
+        """Return ``arrays`` (nobody may use them any more) for later ``take`` calls."""
+        if len(self._free) > self.MAX_KEYS:
+            self._free.clear()
+        for array in arrays:
+            free = self._free.setdefault((device, array.shape, array.dtype), [])
+            if len(free) < self.PER_KEY:
+                free.append(array)
+
+
+_POOL = _BufferPool()
+
+
 class _Recurrence(Function):
     """One layer and direction over a sequence.
 
@@ -41,6 +71,11 @@ class _Recurrence(Function):
     def __init__(self, reverse=False, lengths=None):
         self.reverse = reverse
         self.lengths = lengths
+        self.device = None
+
+    def _buffer(self, shape, dtype):
+        """A per-sequence buffer from the pool."""
+        return _POOL.take(self.xp, self.device, shape, dtype)
 
     def _order(self, steps):
         """``(t, prev, cur)`` in processing order: ``hs[prev]`` enters step t, ``hs[cur]`` leaves it."""
@@ -48,38 +83,33 @@ class _Recurrence(Function):
             return [(t, t + 1, t) for t in range(steps - 1, -1, -1)]
         return [(t, t, t + 1) for t in range(steps)]
 
-    def _initial_state(self, initial, steps, batch, hidden, dtype):
-        """A [T+1, B, H] state buffer whose entry slot holds ``initial`` (zeros for None)."""
-        states = self.xp.empty((steps + 1, batch, hidden), dtype)
-        entry = states[steps if self.reverse else 0]
-        if initial is None:
-            entry.fill(0)
-        else:
-            entry[...] = initial
-        return states
-
     def forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         xp = self.xp
+        self.device = self.backend.device_of(x)
         x = xp.ascontiguousarray(x)
         steps, batch, _ = x.shape
         hidden = w_hh.shape[1]
-        xw = gemm(xp, x.reshape(steps * batch, -1), w_ih.T).reshape(steps, batch, -1)
-        for bias in (b_ih, b_hh if self.fold_bias_hh else None):
-            if bias is not None:
-                xw += bias
-        hs = self._initial_state(h0, steps, batch, hidden, x.dtype)
+        xw = self._buffer((steps, batch, self.gates * hidden), x.dtype)
+        gemm(xp, x.reshape(steps * batch, -1), w_ih.T, out=xw.reshape(steps * batch, -1))
+        biases = [b for b in (b_ih, b_hh if self.fold_bias_hh else None) if b is not None]
+        if biases:
+            xw += biases[0] if len(biases) == 1 else biases[0] + biases[1]
+        hs = xp.empty((steps + 1, batch, hidden), x.dtype)
+        hs[steps if self.reverse else 0] = 0 if h0 is None else h0
         cell = self._forward_buffers(xw, c0, b_hh, hidden)
-        hw = xp.empty((batch, self.gates * hidden), x.dtype)
+        hw = self._buffer((batch, self.gates * hidden), x.dtype)
         fused = self.backend.fused
         for t, prev, cur in self._order(steps):
             gemm(xp, hs[prev], w_hh.T, out=hw)
             self._cell_forward(fused, cell, xw, hw, hs, t, prev, cur)
+        internal = self._internal(xw, cell)
+        _POOL.give(self.device, *([hw] if any(a is xw for a in internal) else [hw, xw]))
         y = hs[:steps] if self.reverse else hs[1:]
         if self.lengths is not None:
             valid = self.lengths[None, :] > xp.arange(steps)[:, None]
             y = xp.where(valid[:, :, None], y, 0)
         final = 0 if self.reverse else steps
-        self.saved = (x, w_ih, w_hh, hs, y) + self._saved(xw, cell)
+        self.saved = (x, w_ih, w_hh, hs, y) + internal
         return (y, hs[final].copy()) + self._final_cell(cell, final)
 
     def backward(self, gy, gh_n, gc_n=None):
@@ -115,27 +145,37 @@ class _Recurrence(Function):
         gb_hh = None
         if needs[6]:
             gb_hh = gb_ih if shared else dgh2.sum(axis=0, dtype=acc)
+        _POOL.give(self.device, *((dgx,) if shared else (dgx, dgh)))
         return gx, gh0, gc0, gw_ih, gw_hh, gb_ih if needs[5] else None, gb_hh
+
+    def release(self):
+        """Drop what backward needed; the buffers only this Function saw go back to the pool."""
+        if self.saved:
+            _POOL.give(self.device, *self.saved[5:])
+        super().release()
 
     # hooks --------------------------------------------------------------------------------
     def _forward_buffers(self, xw, c0, b_hh, hidden):
         """Per-sequence buffers of this cell kind (a tuple, passed to the cell calls)."""
         return ()
 
-    def _saved(self, xw, cell):
-        """What backward needs besides x, the weights and the states."""
+    def _internal(self, xw, cell):
+        """What backward needs besides x, the weights and the states: buffers no one else sees
+        (saved, then pooled when the graph is freed)."""
         return ()
 
     def _final_cell(self, cell, final):
+        """Extra outputs (the LSTM's final cell state)."""
         return ()
 
     def _cell_gradient(self, gc_n, zeros):
+        """The in/out cell-state gradient buffer (LSTM), starting from ``gc_n``."""
         return None
 
     def _gate_gradients(self, steps, batch, hidden, dtype):
         """``(dgx, dgh)``: gradients w.r.t. the input projection and w.r.t. ``hw`` (+ b_hh) for all
         steps; one and the same array unless the cell tells them apart (GRU)."""
-        dg = self.xp.empty((steps, batch, self.gates * hidden), dtype)
+        dg = self._buffer((steps, batch, self.gates * hidden), dtype)
         return dg, dg
 
 
@@ -162,10 +202,11 @@ class LSTMSequence(_Recurrence):
 
     def _forward_buffers(self, xw, c0, b_hh, hidden):
         steps, batch, _ = xw.shape
-        cs = self._initial_state(c0, steps, batch, hidden, xw.dtype)
-        return cs, self.xp.empty((steps, batch, hidden), xw.dtype)
+        cs = self._buffer((steps + 1, batch, hidden), xw.dtype)
+        cs[steps if self.reverse else 0] = 0 if c0 is None else c0
+        return cs, self._buffer((steps, batch, hidden), xw.dtype)
 
-    def _saved(self, xw, cell):
+    def _internal(self, xw, cell):
         return (xw,) + cell
 
     def _final_cell(self, cell, final):
@@ -194,16 +235,15 @@ class GRUSequence(_Recurrence):
 
     def _forward_buffers(self, xw, c0, b_hh, hidden):
         steps, batch, _ = xw.shape
-        xp = self.xp
-        bias = xp.zeros(3 * hidden, xw.dtype) if b_hh is None else b_hh
-        return xp.empty((steps, batch, 4 * hidden), xw.dtype), bias
+        bias = self.xp.zeros(3 * hidden, xw.dtype) if b_hh is None else b_hh
+        return self._buffer((steps, batch, 4 * hidden), xw.dtype), bias
 
-    def _saved(self, xw, cell):
+    def _internal(self, xw, cell):
         return cell[:1]
 
     def _gate_gradients(self, steps, batch, hidden, dtype):
         shape = (steps, batch, 3 * hidden)
-        return self.xp.empty(shape, dtype), self.xp.empty(shape, dtype)
+        return self._buffer(shape, dtype), self._buffer(shape, dtype)
 
     def _cell_forward(self, fused, cell, xw, hw, hs, t, prev, cur):
         act, bias = cell

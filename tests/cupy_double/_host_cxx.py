@@ -12,6 +12,8 @@ import numpy
 
 from tests.kernels import host_math
 
+from ._manifest import no_stand_in
+
 # CuPy's C names (cupy/_core/_scalar.pyx::get_typename).
 _C_NAMES = {"?": "bool", "b": "signed char", "B": "unsigned char", "h": "short",
             "H": "unsigned short", "i": "int", "I": "unsigned int", "l": "long long",
@@ -20,7 +22,6 @@ _C_NAMES = {"?": "bool", "b": "signed char", "B": "unsigned char", "h": "short",
             "D": "complex<double>"}
 
 PRELUDE = host_math.SHIM + r"""
-#include <complex>
 #include <cstring>
 #include <initializer_list>
 using std::pow; using std::sin; using std::cos; using std::tan; using std::exp2;
@@ -29,7 +30,6 @@ using std::trunc; using std::fmin; using std::fmax; using std::fmod; using std::
 using std::copysign; using std::erfc; using std::isinf; using std::signbit; using std::cbrt;
 using std::sinh; using std::cosh; using std::asin; using std::acos; using std::atan;
 using std::atan2; using std::hypot; using std::lgamma; using std::tgamma; using std::rint;
-template <typename T> using complex = std::complex<T>;
 #define CUDART_PI_F 3.141592654f
 #define CUDART_PI 3.1415926535897931e+0
 inline int isnan(float16 x) { return std::isnan(float(x)); }
@@ -133,8 +133,12 @@ class CArray {
   const T& operator[](ptrdiff_t i) const { return ref(i); }
   template <typename Int, size_t M> T& operator[](const Int (&idx)[M]) { return ref_multi(idx, M); }
   template <typename Int, size_t M> const T& operator[](const Int (&idx)[M]) const { return ref_multi(idx, M); }
-  template <typename Int> T& operator[](std::initializer_list<Int> idx) { return ref_multi(idx.begin(), idx.size()); }
-  template <typename Int> const T& operator[](std::initializer_list<Int> idx) const { return ref_multi(idx.begin(), idx.size()); }
+  template <typename Int> T& operator[](std::initializer_list<Int> idx) {
+    return ref_multi(idx.begin(), idx.size());
+  }
+  template <typename Int> const T& operator[](std::initializer_list<Int> idx) const {
+    return ref_multi(idx.begin(), idx.size());
+  }
 };
 """
 
@@ -147,9 +151,17 @@ def c_name(dtype):
     return _C_NAMES[numpy.dtype(dtype).char]
 
 
+def host_type(dtype):
+    """The C type a host kernel uses for ``dtype`` (complex kernels are not run on the host)."""
+    if numpy.dtype(dtype).kind == "c":
+        raise no_stand_in(f"a kernel argument of dtype {numpy.dtype(dtype)}",
+                          "only bool, integer and float kernels run on the host")
+    return c_name(dtype)
+
+
 def typedefs(type_map):
     """``typedef <C type> T;`` lines, as CuPy's ``_TypeMap.get_typedef_code``."""
-    return "".join(f"typedef {c_name(t)} {name};\n" for name, t in type_map)
+    return "".join(f"typedef {host_type(t)} {name};\n" for name, t in type_map)
 
 
 def defines(options):

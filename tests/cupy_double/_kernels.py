@@ -242,12 +242,12 @@ def _declare(params, sig, first_meta):
     for k, (p, s) in enumerate(zip(params, sig)):
         const = "const " if p.is_const else ""
         if s[0] == "s":
-            ctype = _host_cxx.c_name(s[1])
+            ctype = _host_cxx.host_type(s[1])
             lines.append(f"  {const}{ctype} {p.name} = *(const {ctype}*)_args[{k}];")
             offsets.append(None)
             continue
         var = p.name if p.raw else f"_raw_{p.name}"
-        lines.append(f"  {const}CArray<{_host_cxx.c_name(s[1])}, {s[2]}> {var}"
+        lines.append(f"  {const}CArray<{_host_cxx.host_type(s[1])}, {s[2]}> {var}"
                      f"(_args[{k}], _meta + {off}, {k});")
         offsets.append(off)
         off += 1 + 2 * s[2]

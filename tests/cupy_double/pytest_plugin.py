@@ -5,10 +5,14 @@ CuPy)::
 
     GPUDL_BACKEND=cupy GPUDL_CUPY_DOUBLE=1 python -m pytest -p tests.cupy_double.pytest_plugin tests
 
+Python subprocesses started by tests (``python -m gpudl.cli ...``) inherit ``GPUDL_CUPY_DOUBLE``
+and get the double too: ``_site/sitecustomize.py`` is put on ``PYTHONPATH``.
+
 A test module that imports real-CuPy internals the double has no stand-in for (``cupy._core``,
 ``cupy.cuda.nvrtc``, ...) is skipped at collection, with the reason naming the module.
 """
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,10 +22,17 @@ if ENABLED:
     from tests import cupy_double
 
     cupy_double.install()
+    _HERE = Path(__file__).resolve().parent
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(_HERE / "_site"), str(_HERE.parents[1])]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+_REASON = "needs the real CuPy"
 
 
 def _skip_module(message):
-    return pytest.skip.Exception(f"needs the real CuPy: {message}", allow_module_level=True)
+    return pytest.skip.Exception(f"{_REASON}: {message}", allow_module_level=True)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -30,7 +41,10 @@ def pytest_make_collect_report(collector):
     if not (ENABLED and isinstance(collector, pytest.Module)):
         return (yield)
     with cupy_double.import_failures_raise(_skip_module):
-        return (yield)
+        report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and _REASON in report.longrepr[2]:
+        report.longrepr = (str(collector.path), 0, report.longrepr[2])  # name the test file
+    return report
 
 
 def pytest_report_header(config):

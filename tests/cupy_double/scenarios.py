@@ -24,21 +24,6 @@ from gpudl import nn, optim  # noqa: E402
 from gpudl.autograd.function import Function  # noqa: E402
 
 
-def _work_around_backend_shadowing():
-    # gpudl bug (reported to the lead): importing the submodule gpudl.backend.cupy_backend
-    # rebinds the package attribute ``cupy_backend`` (a function) to that module, so the second
-    # backend_for("cuda") raises "'module' object is not callable". Remove once fixed.
-    backend = importlib.import_module("gpudl.backend")
-    function = backend.cupy_backend
-    if not callable(function):
-        return
-    try:
-        importlib.import_module("gpudl.backend.cupy_backend")
-    except ImportError:
-        return
-    backend.cupy_backend = function
-
-
 # ---------------------------------------------------------------- parity
 def _mlp_step_sequence(device, dtype, steps=5):
     """Train a 2-layer MLP written with plain gpudl ops; return losses and final parameters."""
@@ -201,7 +186,6 @@ SCENARIOS = {f.__name__: f for f in (
 
 def run(names):
     """``{scenario: {device: {"ok": result} or {"error": [type, message]}}}``."""
-    _work_around_backend_shadowing()
     results = {}
     for name in names:
         results[name] = {}

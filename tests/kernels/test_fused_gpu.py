@@ -103,3 +103,57 @@ def test_adam_and_sgd(fc, dtype, amsgrad):
                       first_step=step == 1)
     for d, h in zip(dev, host):
         close(d, h, dtype)
+
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_recurrent_cells(fc, dtype, masked):
+    """Every cell kernel, forward and backward, on the device against the NumPy twin.
+
+    Each call gets the same inputs on both sides; ``outs`` are the arrays it writes (in/out ones
+    start from the same values), compared afterwards."""
+    rng = np.random.default_rng(5)
+    batch, hidden, t = 33, 20, 2
+    lengths = rng.integers(1, 5, batch).astype(np.int64) if masked else None
+    dev_lengths = None if lengths is None else cupy.asarray(lengths)
+
+    def r(width=1):
+        return (rng.standard_normal((batch, width * hidden)) * 2).astype(dtype)
+
+    def both(name, ins, outs, **kw):
+        host = [o.copy() for o in outs]
+        dev = [cupy.asarray(o) for o in outs]
+        getattr(fn, name)(*ins, *host, lengths=lengths, t=t, **kw)
+        getattr(fc, name)(*(cupy.asarray(a) for a in ins), *dev, lengths=dev_lengths, t=t, **kw)
+        for d, h in zip(dev, host):
+            close(d, h, dtype)
+        return host
+
+    for relu in (False, True):
+        (h,) = both("rnn_cell_forward", [r(), r(), r()], [r()], relu=relu)
+        both("rnn_cell_backward", [h, r(), r()], [r(), r()], relu=relu)
+
+    gates, hw, c_prev, h_prev = r(4), r(4), r(), r()
+    host_gates, dev_gates = gates.copy(), cupy.asarray(gates)
+    outs = [np.empty((batch, hidden), dtype) for _ in range(3)]
+    dev_outs = [cupy.asarray(o) for o in outs]
+    fn.lstm_cell_forward(host_gates, hw, c_prev, h_prev, *outs, lengths=lengths, t=t)
+    fc.lstm_cell_forward(dev_gates, cupy.asarray(hw), cupy.asarray(c_prev), cupy.asarray(h_prev),
+                         *dev_outs, lengths=dev_lengths, t=t)
+    for d, h in zip([dev_gates, *dev_outs], [host_gates, *outs]):
+        close(d, h, dtype)
+    tanh_c = outs[2]
+    host_grads = [r(), r(), np.empty((batch, 4 * hidden), dtype)]
+    dev_grads = [cupy.asarray(g) for g in host_grads]
+    ins = [host_gates, c_prev, tanh_c, r(), r()]
+    fn.lstm_cell_backward(*ins, *host_grads, lengths=lengths, t=t)
+    fc.lstm_cell_backward(*(cupy.asarray(a) for a in ins), *dev_grads, lengths=dev_lengths, t=t)
+    for d, h in zip(dev_grads, host_grads):
+        close(d, h, dtype)
+
+    bias = (rng.standard_normal(3 * hidden)).astype(dtype)
+    act, _ = both("gru_cell_forward", [r(3), r(3), bias, h_prev],
+                  [np.empty((batch, 4 * hidden), dtype), r()])
+    both("gru_cell_backward", [act, h_prev, r(), r()],
+         [r(), np.empty((batch, 3 * hidden), dtype), np.empty((batch, 3 * hidden), dtype)])

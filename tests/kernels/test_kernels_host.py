@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gpudl.backend import fused_numpy as fn
-from gpudl.backend.kernel_specs import ACC_DTYPE, ACTIVATION_BACKWARD_USES, ACTIVATIONS, KERNELS
+from gpudl.backend.kernel_specs import (ACC_DTYPE, ACTIVATION_BACKWARD_USES, ACTIVATIONS, KERNELS,
+                                        SIGNATURES)
 
 import host_math as hm
 
@@ -119,7 +120,7 @@ def test_activation_matches_numpy(name, dtype):
 def test_activation_edge_conventions():
     x = np.array([0.0, -0.0, np.nan, 1.0, -1.0], np.float32)
     assert np.isnan(host_activation_forward("relu", x)[2])
-    assert np.signbit(host_activation_forward("relu", x)[1])      # relu(-0.0) = -0.0
+    assert not np.signbit(host_activation_forward("relu", x)[1])  # relu(-0.0) = +0.0, as np.maximum
     gy = np.ones_like(x)
     assert host_activation_backward("relu", x, fn.activation_forward("relu", x), gy)[0] == 0
     assert host_activation_backward("leaky_relu", x, None, gy, negative_slope=0.1)[0] == \
@@ -322,3 +323,165 @@ def test_adam_steps(dtype, amsgrad, decoupled, wd):
     tol = {"float16": dict(rtol=5e-3, atol=5e-3), "float32": dict(rtol=1e-5, atol=1e-5),
            "float64": dict(rtol=1e-12, atol=1e-14)}[dtype]
     np.testing.assert_allclose(s_np[0].astype(np.float64), ref[0], **tol)
+
+
+# --- recurrent cells ----------------------------------------------------------------------------
+
+CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+NO_LENGTHS = np.full(6, 2**62, np.int64)  # every row valid (the CuPy backend's stand-in for None)
+
+
+def cell_case(kind, dtype, seed=0, batch=6, hidden=5):
+    """Random cell inputs, a few gates saturating, and lengths that end rows 1 and 4 before t=2."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape, scale=2.0):
+        a = rng.standard_normal(shape) * scale
+        a.reshape(-1)[::17] *= 15  # push some gates into saturation (|x| ~ 30)
+        return a.astype(dtype)
+
+    g = CELL_GATES[kind] * hidden
+    return dict(xw=r(batch, g), hw=r(batch, g), bias=r(g, scale=0.5),
+                h_prev=r(batch, hidden, scale=0.8), c_prev=r(batch, hidden),
+                dy=r(batch, hidden, scale=1.0), dh_rec=r(batch, hidden, scale=1.0),
+                dh=r(batch, hidden, scale=1.0), dc=r(batch, hidden, scale=1.0),
+                lengths=np.array([3, 2, 5, 4, 1, 7], np.int64)[:batch], hidden=hidden, t=2)
+
+
+def host_cell(name, ins, outs, dtype, size):
+    """Run recurrent kernel ``name`` on the host over ``size`` state elements."""
+    sig = next(s for s in SIGNATURES[name] if dtype in s.dtypes)
+    hm.run_elementwise(KERNELS[name], ins + outs, sig.dtypes, size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_rnn_cell_matches_numpy(dtype, relu, masked):
+    dtype_ok(dtype)
+    c = cell_case("rnn", dtype)
+    lengths = c["lengths"] if masked else None
+    host_lengths = c["lengths"] if masked else NO_LENGTHS
+    size, t, hidden = c["h_prev"].size, c["t"], c["hidden"]
+    h_np, h_host = (np.empty_like(c["h_prev"]) for _ in range(2))
+    fn.rnn_cell_forward(c["xw"], c["hw"], c["h_prev"], h_np, lengths=lengths, t=t, relu=relu)
+    host_cell("rnn_cell_forward", [c["xw"], c["hw"], c["h_prev"], host_lengths, hidden, t, relu],
+              [h_host], dtype, size)
+    assert_same(h_host, h_np, dtype, "rnn forward h")
+    dh_np, dh_host = c["dh"].copy(), c["dh"].copy()
+    dpre_np, dpre_host = (np.empty_like(h_np) for _ in range(2))
+    fn.rnn_cell_backward(h_np, c["dy"], c["dh_rec"], dh_np, dpre_np, lengths=lengths, t=t,
+                         relu=relu)
+    host_cell("rnn_cell_backward", [h_np, c["dy"], c["dh_rec"], host_lengths, hidden, t, relu],
+              [dh_host, dpre_host], dtype, size)
+    assert_same(dpre_host, dpre_np, dtype, "rnn backward dpre")
+    assert_same(dh_host, dh_np, dtype, "rnn backward dh")
+    if masked:
+        assert (h_np[1] == c["h_prev"][1]).all() and (dpre_np[[1, 4]] == 0).all()
+
+
+def lstm_forward_both(c, dtype, masked, preamble=None):
+    lengths = c["lengths"] if masked else None
+    host_lengths = c["lengths"] if masked else NO_LENGTHS
+    outs = {}
+    for who in ("numpy", "host"):
+        gates = c["xw"].copy()
+        c_out, h_out, tc_out = (np.empty_like(c["c_prev"]) for _ in range(3))
+        if who == "numpy":
+            fn.lstm_cell_forward(gates, c["hw"], c["c_prev"], c["h_prev"], c_out, h_out, tc_out,
+                                 lengths=lengths, t=c["t"])
+        else:
+            sig = next(s for s in SIGNATURES["lstm_cell_forward"] if dtype in s.dtypes)
+            hm.run_elementwise(KERNELS["lstm_cell_forward"],
+                               [c["hw"], c["c_prev"], c["h_prev"], host_lengths, c["hidden"],
+                                c["t"], gates, c_out, h_out, tc_out], sig.dtypes, c_out.size,
+                               preamble)
+        outs[who] = dict(act=gates, c=c_out, h=h_out, tanh_c=tc_out)
+    return outs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_lstm_cell_matches_numpy(dtype, masked):
+    dtype_ok(dtype)
+    c = cell_case("lstm", dtype)
+    fwd = lstm_forward_both(c, dtype, masked)
+    for key in ("act", "c", "h", "tanh_c"):
+        assert_same(fwd["host"][key], fwd["numpy"][key], dtype, f"lstm forward {key}")
+    saved = fwd["numpy"]
+    lengths = c["lengths"] if masked else None
+    outs = {}
+    for who in ("numpy", "host"):
+        dh, dc, dgates = c["dh"].copy(), c["dc"].copy(), np.empty_like(c["xw"])
+        if who == "numpy":
+            fn.lstm_cell_backward(saved["act"], c["c_prev"], saved["tanh_c"], c["dy"], c["dh_rec"],
+                                  dh, dc, dgates, lengths=lengths, t=c["t"])
+        else:
+            host_cell("lstm_cell_backward",
+                      [saved["act"], c["c_prev"], saved["tanh_c"], c["dy"], c["dh_rec"],
+                       c["lengths"] if masked else NO_LENGTHS, c["hidden"], c["t"]],
+                      [dh, dc, dgates], dtype, dh.size)
+        outs[who] = dict(dh=dh, dc=dc, dgates=dgates)
+    for key in ("dh", "dc", "dgates"):
+        assert_same(outs["host"][key], outs["numpy"][key], dtype, f"lstm backward {key}")
+    if masked:
+        assert (saved["c"][4] == c["c_prev"][4]).all()
+        assert (outs["numpy"]["dc"][4] == c["dc"][4]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_gru_cell_matches_numpy(dtype, masked):
+    dtype_ok(dtype)
+    c = cell_case("gru", dtype)
+    lengths = c["lengths"] if masked else None
+    host_lengths = c["lengths"] if masked else NO_LENGTHS
+    batch, hidden, t = c["h_prev"].shape[0], c["hidden"], c["t"]
+    fwd = {}
+    for who in ("numpy", "host"):
+        act, h = np.empty((batch, 4 * hidden), dtype), np.empty_like(c["h_prev"])
+        if who == "numpy":
+            fn.gru_cell_forward(c["xw"], c["hw"], c["bias"], c["h_prev"], act, h, lengths=lengths,
+                                t=t)
+        else:
+            host_cell("gru_cell_forward", [c["xw"], c["hw"], c["bias"], c["h_prev"], host_lengths,
+                                           hidden, t], [act, h], dtype, h.size)
+        fwd[who] = dict(act=act, h=h)
+    for key in ("act", "h"):
+        assert_same(fwd["host"][key], fwd["numpy"][key], dtype, f"gru forward {key}")
+    act = fwd["numpy"]["act"]
+    bwd = {}
+    for who in ("numpy", "host"):
+        dh, dgx, dgh = c["dh"].copy(), np.empty_like(c["xw"]), np.empty_like(c["xw"])
+        if who == "numpy":
+            fn.gru_cell_backward(act, c["h_prev"], c["dy"], c["dh_rec"], dh, dgx, dgh,
+                                 lengths=lengths, t=t)
+        else:
+            host_cell("gru_cell_backward", [act, c["h_prev"], c["dy"], c["dh_rec"], host_lengths,
+                                            hidden, t], [dh, dgx, dgh], dtype, dh.size)
+        bwd[who] = dict(dh=dh, dgx=dgx, dgh=dgh)
+    for key in ("dh", "dgx", "dgh"):
+        assert_same(bwd["host"][key], bwd["numpy"][key], dtype, f"gru backward {key}")
+
+
+def test_lstm_cell_float64_against_the_equations():
+    """The twins follow PyTorch's LSTM equations (float64, no kernel involved)."""
+    c = cell_case("lstm", "float64")
+    fwd = lstm_forward_both(c, "float64", masked=False)["numpy"]
+    pre = c["xw"] + c["hw"]
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    i, f, g, o = (pre[:, k * 5:(k + 1) * 5] for k in range(4))
+    c_new = sig(f) * c["c_prev"] + sig(i) * np.tanh(g)
+    np.testing.assert_allclose(fwd["c"], c_new, rtol=1e-12)
+    np.testing.assert_allclose(fwd["h"], sig(o) * np.tanh(c_new), rtol=1e-12, atol=1e-15)
+
+
+def test_flipped_sign_in_rnn_header_is_caught():
+    """The recurrent check is not vacuous: a sign error in the LSTM cell makes it fail."""
+    spec = KERNELS["lstm_cell_forward"]
+    broken = spec["preamble"].replace("fg * A(c_prev) + ig * gg", "fg * A(c_prev) - ig * gg")
+    assert broken != spec["preamble"]
+    c = cell_case("lstm", "float32")
+    outs = lstm_forward_both(c, "float32", masked=False, preamble=broken)
+    with pytest.raises(AssertionError):
+        assert_same(outs["host"]["c"], outs["numpy"]["c"], "float32", "lstm c")
