@@ -124,6 +124,13 @@ def _shifted_max(xp, x, axes):
     return xp.where(xp.isfinite(m), m, 0)
 
 
+def _shifted(xp, x, axis):
+    """``x`` (float16 promoted to float32) minus its stabilising max along ``axis``."""
+    acc = accumulation_dtype(x.dtype)
+    xa = x.astype(acc) if acc is not None else x
+    return xa - _shifted_max(xp, xa, axis)
+
+
 class LogSumExp(_Reduction):
     def forward(self, x):
         xp = self.xp
@@ -146,10 +153,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = self.xp
-        acc = accumulation_dtype(x.dtype)
-        xa = x.astype(acc) if acc is not None else x
-        e = xp.exp(xa - _shifted_max(xp, xa, self.axis))
+        e = self.xp.exp(_shifted(self.xp, x, self.axis))
         out = (e / e.sum(axis=self.axis, keepdims=True)).astype(x.dtype)
         self.saved = (out,)
         return out
@@ -165,9 +169,7 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         xp = self.xp
-        acc = accumulation_dtype(x.dtype)
-        xa = x.astype(acc) if acc is not None else x
-        shifted = xa - _shifted_max(xp, xa, self.axis)
+        shifted = _shifted(xp, x, self.axis)
         out = (shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))).astype(x.dtype)
         self.saved = (out,)
         return out
