@@ -1,22 +1,20 @@
-"""Convolution throughput: Conv2d forward+backward per layer shape, and a small CNN's training step
-at several batch sizes, with PyTorch CPU side by side when it is installed (``torch_cpu`` fixture).
+"""Convolution throughput: Conv2d forward+backward per layer shape, with PyTorch CPU side by side
+when it is installed (``torch_cpu`` fixture). The CNN's whole training step per batch size is in
+bench_training.py.
 
     .venv/bin/python -m pytest bench/bench_conv.py --benchmark-only
 
-``extra_info["samples_per_s"]`` is batch size / median step time; conv layers also report
+``extra_info["samples_per_s"]`` is batch size / median time; they also report
 ``gflops`` (forward + both backward products: 3 × 2 × multiply-adds). On a machine shared with
 other jobs, multi-threaded BLAS timings swing wildly; ``OPENBLAS_NUM_THREADS=1`` gives stable
 numbers to compare with the ``torch_cpu`` fixture (one thread).
 """
-import math
-
 import pytest
 
 import gpudl
-from gpudl import nn, optim
+from gpudl import nn
 from conftest import synchronize
 
-BATCH_SIZES = (16, 64, 128, 256)
 # (in_channels, out_channels, image size) of the CNN's two conv layers, 3x3 kernels, padding 1
 CONV_LAYERS = {"conv1_1x28x28_to_32": (1, 32, 28), "conv2_32x14x14_to_64": (32, 64, 14)}
 
@@ -67,46 +65,3 @@ def test_conv2d_forward_backward_torch(benchmark, torch_cpu, layer, batch):
 
     benchmark(step)
     _record(benchmark, batch, _conv_flops(batch, cin, cout, size, cin > 1))
-
-
-def _cnn(nn_module):
-    return nn_module.Sequential(
-        nn_module.Conv2d(1, 32, 3, padding=1), nn_module.ReLU(), nn_module.MaxPool2d(2),
-        nn_module.Conv2d(32, 64, 3, padding=1), nn_module.ReLU(), nn_module.MaxPool2d(2),
-        nn_module.Flatten(), nn_module.Linear(3136, 128), nn_module.ReLU(), nn_module.Linear(128, 10))
-
-
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-def test_cnn_training_step_gpudl(benchmark, batch):
-    model = _cnn(nn)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = gpudl.randn(batch, 1, 28, 28)
-    target = gpudl.randint(0, 10, (batch,))
-
-    def step():
-        loss = nn.functional.cross_entropy(model(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        synchronize()
-
-    benchmark(step)
-    _record(benchmark, batch)
-    benchmark.extra_info["parameters"] = sum(math.prod(p.shape) for p in model.parameters())
-
-
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-def test_cnn_training_step_torch(benchmark, torch_cpu, batch):
-    model = _cnn(torch_cpu.nn)
-    opt = torch_cpu.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch_cpu.randn(batch, 1, 28, 28)
-    target = torch_cpu.randint(0, 10, (batch,))
-
-    def step():
-        loss = torch_cpu.nn.functional.cross_entropy(model(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    benchmark(step)
-    _record(benchmark, batch)

@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from . import backend as _backend
-from .commands import CommandError, info, train
+from .commands import CommandError, bench, info, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="gpudl", description="gpudl: deep learning on NumPy (CPU) or CuPy (GPU)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (info, train):
+    for command in (info, train, bench):
         command.add_parser(commands)
     return parser
 

@@ -27,7 +27,13 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     if isinstance(data, Tensor):
         data = data.data
     if _backend.is_array(data):
-        target = _backend.device_of(data) if device is None else _backend.get_device(device)
+        # host data goes to the default device, as lists do; device arrays stay where they are
+        if device is not None:
+            target = _backend.get_device(device)
+        elif _backend.backend_of(data) is _backend.NUMPY:
+            target = _backend.default_device()
+        else:
+            target = _backend.device_of(data)
         array = _backend.to_device(data, target, copy=True)
         if dtype is not None:
             array = array.astype(dtype, copy=False)

@@ -3,11 +3,16 @@
 ``device`` is ``"cpu"`` and, when CuPy sees a usable GPU (or the CuPy test double is
 installed, see tests/cupy_double), ``"cuda"``; the CUDA case skips with the reason otherwise.
 """
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import gpudl
 from gpudl import backend
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cuda_param():
@@ -28,6 +33,13 @@ def _seeded():
     """Every test starts from the same random state."""
     gpudl.manual_seed(0)
     yield
+
+
+def subprocess_env(**extra):
+    """Environment for a subprocess running gpudl from this checkout: the repository goes in front of
+    PYTHONPATH (kept, so that a test double installed through it reaches the subprocess too)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def to_numpy(value):

@@ -1,8 +1,6 @@
 """Backend selection (GPUDL_BACKEND), devices, dtypes and the `gpudl info` command."""
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +9,11 @@ import gpudl
 from gpudl import backend
 from gpudl.backend import selection
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import subprocess_env
 
 
 def run_gpudl(*args, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    env = subprocess_env(**(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "gpudl.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
 

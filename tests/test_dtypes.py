@@ -47,7 +47,7 @@ def test_python_and_numpy_scalars_never_widen_float32(scalar, device):
 
 
 def test_ndarray_operand_stays_in_gpudl_and_follows_array_promotion():
-    x = gd.ones(3, requires_grad=True)
+    x = gd.ones(3, requires_grad=True, device="cpu")  # NumPy operands live on the host
     same = np.ones(3, dtype=np.float32) * x
     assert isinstance(same, gd.Tensor) and same.dtype == np.float32 and same.grad_fn is not None
     wider = np.ones(3, dtype=np.float64) * x  # arrays are not weak: float64 array with float32 gives float64

@@ -435,7 +435,7 @@ def test_two_thread_row_split_gives_the_same_numbers(monkeypatch, kind):
     """Large host steps run on two halves of the batch at once; forcing that path on a small
     batch (odd size, with lengths) must not change any output or gradient."""
     from gpudl.backend import fused_numpy
-    module = make(kind, 3, 4, bidirectional=True, dtype="float64")
+    module = make(kind, 3, 4, bidirectional=True, dtype="float64", device="cpu")
     x = randn("cpu", 6, 5, 3, requires_grad=True)
 
     def run():

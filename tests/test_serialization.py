@@ -96,8 +96,9 @@ def test_plain_values_keep_their_types(tmp_path):
 
 
 def test_file_layout_is_a_plain_npz_with_json_metadata(tmp_path):
-    state = {"model": {"w": gpudl.ones(2, 2)}, "optimizer": {"state": {0: {"exp_avg": gpudl.zeros(2)}}},
-             "file": gpudl.ones(1), "root": gpudl.zeros(1)}
+    state = {"model": {"w": gpudl.ones(2, 2, device="cpu")},
+             "optimizer": {"state": {0: {"exp_avg": gpudl.zeros(2, device="cpu")}}},
+             "file": gpudl.ones(1, device="cpu"), "root": gpudl.zeros(1, device="cpu")}
     save(state, tmp_path / "c.npz")
     with np.load(tmp_path / "c.npz", allow_pickle=False) as npz:
         assert sorted(npz.files) == sorted([METADATA_KEY, "model/w", "optimizer/state/0/exp_avg", "file~1", "root"])

@@ -122,7 +122,7 @@ def test_item_and_python_number_conversions(device):
 
 
 def test_array_protocol_on_cpu():
-    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    x = gd.tensor([1.0, 2.0], requires_grad=True, device="cpu")
     as_array = np.asarray(x)
     assert isinstance(as_array, np.ndarray) and as_array.dtype == np.float32
     as_array[0] = 10.0
@@ -142,7 +142,7 @@ def test_array_protocol_refuses_gpu_tensors(device):
 
 
 def test_ndarray_on_the_left_dispatches_to_gpudl():
-    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    x = gd.tensor([1.0, 2.0], requires_grad=True, device="cpu")  # NumPy operands live on the host
     for result in (np.array([3.0, 4.0], dtype=np.float32) * x, np.float32(2) + x, np.ones(2, np.float32) @ x,
                    np.array([1.0, 1.0], dtype=np.float32) - x, np.float32(8) / x):
         assert isinstance(result, gd.Tensor) and result.grad_fn is not None and result.dtype == np.float32

@@ -14,7 +14,7 @@ from gpudl import nn, optim
 from gpudl.data import DataLoader, FashionMNIST, TensorDataset, random_split, spiral, write_idx
 from gpudl.train import METRICS, evaluate, fit
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import subprocess_env
 REAL_DATA = Path(os.environ.get("GPUDL_DATA", "/usr/share/datasets/fashion-mnist"))
 
 
@@ -103,7 +103,7 @@ def fake_data(tmp_path_factory):
 
 
 def run_cli(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GPUDL_BACKEND": os.environ.get("GPUDL_BACKEND", "numpy")}
+    env = subprocess_env(GPUDL_BACKEND=os.environ.get("GPUDL_BACKEND", "numpy"))
     return subprocess.run([sys.executable, "-m", "gpudl.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
@@ -163,8 +163,7 @@ def test_killed_run_resumes_to_the_same_history(fake_data, tmp_path):
     assert straight.returncode == 0, straight.stderr
 
     # 540 training examples / 64 = 9 steps, + 1 validation batch: 10 loss calls per epoch; die in epoch 3
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GPUDL_BACKEND": os.environ.get("GPUDL_BACKEND", "numpy"),
-           "KILL_AT_CALL": "25"}
+    env = subprocess_env(GPUDL_BACKEND=os.environ.get("GPUDL_BACKEND", "numpy"), KILL_AT_CALL="25")
     killed = subprocess.run([sys.executable, "-c", KILLER, *map(str, args), "--out", str(tmp_path / "resumed")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert killed.returncode == -9, killed.stderr

@@ -71,9 +71,8 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
             continue
         fn.check_saved_versions()
         if fn.backend.needs_device_context:
-            device = fn.backend.device_of(next(g for g in grads if g is not None))
-            with fn.backend.context(device):
-                input_grads = fn._backward(grads, device)
+            with fn.backend.context(fn.input_device):
+                input_grads = fn._backward(grads, fn.input_device)
         else:
             input_grads = fn._backward(grads, None)
         if not isinstance(input_grads, tuple):

@@ -44,7 +44,7 @@ class Function:
         self.xp = backend.xp
         self.backend = backend
         if backend.needs_device_context:
-            device = backend.device_of(first)
+            device = self.input_device = backend.device_of(first)
             for other in tensors:
                 if backend.device_of(other.data) != device:
                     self._raise_mixed_devices(first, other.data)

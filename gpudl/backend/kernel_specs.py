@@ -268,9 +268,7 @@ def _rnn_signatures():
     """One signature per dtype: the [B, H] state arrays are passed flattened (1-D, contiguous),
     gate arrays raw and C-contiguous with the ndim in ``RNN_RAW_NDIM``."""
     sigs = {}
-    for name in ("rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward",
-                 "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward"):
-        spec = KERNELS[name]
+    for name, spec in _rnn_specs().items():
         params = (spec["in_params"] + ", " + spec["out_params"]).split(", ")
         raw_ndim = tuple((p.split()[-1], RNN_RAW_NDIM[p.split()[-1]]) for p in params
                          if p.startswith("raw "))

@@ -1,14 +1,16 @@
 """Recurrent layers over whole sequences: one Function per layer and direction.
 
 Time-major inside: ``x`` is [T, B, I]. Forward: the input projection of all steps is one matrix
-product (``W_ih x + b``); each step is one product for the recurrence (``h_prev @ W_hh.T``) and
-one fused cell kernel (``backend.fused.*_cell_forward``, kernels/rnn.cuh). Backward through time
-keeps only ``dh = dgates_t @ W_hh`` and the cell's backward kernel inside the loop; the gradients
-of ``x``, ``W_ih``, ``W_hh`` and the biases are single matrix products (or sums) over all steps
-after it.
+product (``W_ih x + b``, the bias as an extra weight column against a column of ones); each step
+is one product for the recurrence (``h_prev @ W_hh.T``) and one fused cell kernel
+(``backend.fused.*_cell_forward``, kernels/rnn.cuh). Backward through time keeps only
+``dh = dgates_t @ W_hh`` and the cell's backward kernel inside the loop; the gradients of ``x``,
+``W_ih`` with the input bias, and ``W_hh`` are single matrix products over all steps after it.
 
-Buffers are allocated once per call for the whole sequence. Saved for backward:
-  all kinds  x (time-major, contiguous) and the hidden states ``hs`` [T+1, B, H] (h0 included)
+Buffers are allocated once per call for the whole sequence, from a pool that takes them back when
+the graph is freed. Saved for backward:
+  all kinds  x (time-major, with the ones column) and the hidden states ``hs`` [T+1, B, H] (h0
+             included)
   LSTM       the gate activations i, f, g, o [T, B, 4H] (written over the input projection),
              the cell states [T+1, B, H] and tanh(c) [T, B, H]
   GRU        the activations r, z, n and hn = W_hn h + b_hn [T, B, 4H]
@@ -83,17 +85,31 @@ class _Recurrence(Function):
             return [(t, t + 1, t) for t in range(steps - 1, -1, -1)]
         return [(t, t, t + 1) for t in range(steps)]
 
+    def _bias_column(self, x, w_ih, b_ih, b_hh):
+        """``(x, w)`` for the input projection ``x @ w.T``: with biases, x gets a column of ones and
+        w the input bias (b_ih, plus b_hh unless the cell keeps it apart) as a last column, so the
+        product adds the bias and the weight-gradient product yields its gradient: no separate
+        pass over the [T, B, G*H] gates for either."""
+        xp = self.xp
+        biases = [b for b in (b_ih, b_hh if self.fold_bias_hh else None) if b is not None]
+        if not biases:
+            return xp.ascontiguousarray(x), w_ih
+        bias = biases[0] if len(biases) == 1 else biases[0] + biases[1]
+        steps, batch, features = x.shape
+        xa = self._buffer((steps, batch, features + 1), x.dtype)
+        xa[:, :, :features] = x
+        xa[:, :, features] = 1
+        return xa, xp.concatenate([w_ih, bias[:, None]], axis=1)
+
     def forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         xp = self.xp
         self.device = self.backend.device_of(x)
-        x = xp.ascontiguousarray(x)
-        steps, batch, _ = x.shape
+        steps, batch, features = x.shape
         hidden = w_hh.shape[1]
+        xa, wa = self._bias_column(x, w_ih, b_ih, b_hh)
+        self.bias_column = xa.shape[2] > features  # then xa is a pooled buffer of our own
         xw = self._buffer((steps, batch, self.gates * hidden), x.dtype)
-        gemm(xp, x.reshape(steps * batch, -1), w_ih.T, out=xw.reshape(steps * batch, -1))
-        biases = [b for b in (b_ih, b_hh if self.fold_bias_hh else None) if b is not None]
-        if biases:
-            xw += biases[0] if len(biases) == 1 else biases[0] + biases[1]
+        gemm(xp, xa.reshape(steps * batch, -1), wa.T, out=xw.reshape(steps * batch, -1))
         hs = xp.empty((steps + 1, batch, hidden), x.dtype)
         hs[steps if self.reverse else 0] = 0 if h0 is None else h0
         cell = self._forward_buffers(xw, c0, b_hh, hidden)
@@ -109,20 +125,21 @@ class _Recurrence(Function):
             valid = self.lengths[None, :] > xp.arange(steps)[:, None]
             y = xp.where(valid[:, :, None], y, 0)
         final = 0 if self.reverse else steps
-        self.saved = (x, w_ih, w_hh, hs, y) + internal
+        self.saved = (xa, w_ih, w_hh, hs, y) + internal
         return (y, hs[final].copy()) + self._final_cell(cell, final)
 
     def backward(self, gy, gh_n, gc_n=None):
         xp = self.xp
-        x, w_ih, w_hh, hs, _, *cell = self.saved
-        steps, batch, _ = x.shape
-        hidden = w_hh.shape[1]
-        zeros = xp.zeros((batch, hidden), x.dtype)
+        xa, w_ih, w_hh, hs, _, *cell = self.saved
+        steps, batch, _ = xa.shape
+        features, hidden = w_ih.shape[1], w_hh.shape[1]
+        dtype = xa.dtype
+        zeros = xp.zeros((batch, hidden), dtype)
         dy = None if gy is None else xp.ascontiguousarray(gy)
-        dh = zeros.copy() if gh_n is None else xp.array(gh_n, dtype=x.dtype, copy=True)
+        dh = zeros.copy() if gh_n is None else xp.array(gh_n, dtype=dtype, copy=True)
         dh_rec = xp.zeros_like(zeros)
         dc = self._cell_gradient(gc_n, zeros)
-        dgx, dgh = self._gate_gradients(steps, batch, hidden, x.dtype)
+        dgx, dgh = self._gate_gradients(steps, batch, hidden, dtype)
         fused = self.backend.fused
         order = self._order(steps)[::-1]
         needs = self.needs_input_grad
@@ -133,18 +150,20 @@ class _Recurrence(Function):
                 gemm(xp, dgh[t], w_hh, out=dh_rec)
         dgx2 = dgx.reshape(steps * batch, -1)
         dgh2 = dgh.reshape(steps * batch, -1)
-        gx = gemm(xp, dgx2, w_ih).reshape(x.shape) if needs[0] else None
+        gx = gemm(xp, dgx2, w_ih).reshape(steps, batch, features) if needs[0] else None
         gh0 = dh_rec + dh if needs[1] else None
         gc0 = dc if needs[2] else None
-        gw_ih = gemm(xp, dgx2.T, x.reshape(steps * batch, -1)) if needs[3] else None
         h_prev = hs[1:] if self.reverse else hs[:-1]
         gw_hh = gemm(xp, dgh2.T, h_prev.reshape(steps * batch, -1)) if needs[4] else None
-        acc = accumulation_dtype(x.dtype)
         shared = dgh is dgx  # b_ih and b_hh entered as one sum: one gradient serves both
-        gb_ih = dgx2.sum(axis=0, dtype=acc) if needs[5] or (needs[6] and shared) else None
-        gb_hh = None
+        gw_ih = gb_ih = gb_hh = None
+        if needs[3] or needs[5] or (needs[6] and shared):
+            # [G*H, I (+1)]: the last column, against the ones, is the input bias gradient
+            gwa = gemm(xp, dgx2.T, xa.reshape(steps * batch, -1))
+            gw_ih = gwa[:, :features] if needs[3] else None
+            gb_ih = gwa[:, features] if self.bias_column else None
         if needs[6]:
-            gb_hh = gb_ih if shared else dgh2.sum(axis=0, dtype=acc)
+            gb_hh = gb_ih if shared else dgh2.sum(axis=0, dtype=accumulation_dtype(dtype))
         _POOL.give(self.device, *((dgx,) if shared else (dgx, dgh)))
         return gx, gh0, gc0, gw_ih, gw_hh, gb_ih if needs[5] else None, gb_hh
 
@@ -152,6 +171,8 @@ class _Recurrence(Function):
         """Drop what backward needed; the buffers only this Function saw go back to the pool."""
         if self.saved:
             _POOL.give(self.device, *self.saved[5:])
+            if self.bias_column:
+                _POOL.give(self.device, self.saved[0])
         super().release()
 
     # hooks --------------------------------------------------------------------------------

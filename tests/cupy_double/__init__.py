@@ -26,8 +26,8 @@ _NUMPY_TWIN = {"cupy": numpy, "cupy.linalg": numpy.linalg, "cupy.fft": numpy.fft
 _HOST_OK = {"zeros_like", "ones_like", "empty_like", "full_like", "shape", "ndim", "size",
             "result_type", "can_cast", "isscalar", "min_scalar_type", "iscomplexobj",
             "isrealobj"}
-# NumPy returns a Python bool where CuPy returns a 0-d device array.
-_BOOL_RESULT_AS_ARRAY = {"allclose", "array_equal", "array_equiv"}
+# NumPy returns a Python number where CuPy returns a 0-d device array.
+_PYTHON_RESULT_AS_ARRAY = {"allclose", "array_equal", "array_equiv", "count_nonzero"}
 
 
 class NoStandInImportError(ImportError):
@@ -73,7 +73,7 @@ def forwarder(qualname, np_func):
         host_args = [_core.unwrap(a, memo, qualname, host_ok) for a in args]
         host_kwargs = {k: _core.unwrap(v, memo, qualname, host_ok) for k, v in kwargs.items()}
         result = np_func(*host_args, **host_kwargs)
-        if name in _BOOL_RESULT_AS_ARRAY and isinstance(result, bool):
+        if name in _PYTHON_RESULT_AS_ARRAY and isinstance(result, (bool, int)):
             result = numpy.asarray(result)
         return _core.wrap_result(result, memo)
 

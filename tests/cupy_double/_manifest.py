@@ -46,14 +46,21 @@ class Signature:
         self.signature = inspect.Signature(parameters)
         self.text = str(self.signature)
 
-    def bind(self, args, kwargs):
-        """``(args, kwargs)`` in canonical form; TypeError naming CuPy's signature if they don't fit."""
+    def _bound(self, args, kwargs):
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            return self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.qualname}(): {exc} [signature in CuPy {CUPY_VERSION}: "
                             f"{self.text}]") from None
+
+    def bind(self, args, kwargs):
+        """``(args, kwargs)`` in canonical form; TypeError naming CuPy's signature if they don't fit."""
+        bound = self._bound(args, kwargs)
         return bound.args, bound.kwargs
+
+    def arguments(self, args, kwargs):
+        """The arguments passed, by parameter name (TypeError as :meth:`bind`)."""
+        return dict(self._bound(args, kwargs).arguments)
 
 
 @functools.cache

@@ -3,12 +3,13 @@
 Only the names CuPy has exist (``Generator`` has no ``normal``, ``choice`` or ``permutation``);
 signatures are CuPy's, ``dtype=`` is honoured. The streams differ from a GPU's (cuRAND).
 """
+import functools
+import inspect
+
 import numpy
 
 from . import _core, _manifest
 
-_NATIVE_DTYPE = {"random", "standard_normal", "standard_exponential", "standard_gamma",
-                 "integers", "randint"}
 _VARIADIC_SIZE = {"rand", "randn"}
 
 
@@ -20,21 +21,30 @@ def _call(qualname, np_method, name, args, kwargs, method=False):
             raise TypeError(f"{name}() got unexpected keyword arguments {', '.join(kwargs)}")
         return _core.wrap(numpy.asarray(np_method(*args), dtype=dtype))
     sig = _manifest.signature(qualname)
-    if sig is not None:
-        args, kwargs = sig.bind((None,) + args if method else args, kwargs)
-        args = args[1:] if method else args
+    if sig is None:
+        raise _manifest.no_stand_in(qualname)
+    arguments = sig.arguments((None,) + args if method else args, kwargs)
+    arguments.pop("self", None)
     memo = {}
-    args = [_core.unwrap(a, memo, qualname) for a in args]
-    kwargs = {k: _core.unwrap(v, memo, qualname) for k, v in kwargs.items()}
+    arguments = {k: _core.unwrap(v, memo, qualname) for k, v in arguments.items()}
     dtype = None
-    if name not in _NATIVE_DTYPE:
-        dtype = kwargs.pop("dtype", None)
-    elif name == "randint" and kwargs.get("dtype") is int:
-        kwargs["dtype"] = numpy.int64
-    result = np_method(*args, **kwargs)
+    if not _takes_dtype(type(getattr(np_method, "__self__", None)), name):
+        dtype = arguments.pop("dtype", None)
+    elif arguments.get("dtype") is int:
+        arguments["dtype"] = numpy.int64
+    result = np_method(**arguments)
     if dtype is not None:
         result = numpy.asarray(result, dtype=dtype)
     return _core.wrap_result(result, memo)
+
+
+@functools.cache
+def _takes_dtype(np_class, name):
+    """Whether NumPy's ``np_class.name`` has a ``dtype`` parameter (else the double casts)."""
+    try:
+        return "dtype" in inspect.signature(getattr(np_class, name)).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _forwarder(qualname, name):

@@ -127,14 +127,12 @@ def _is_numpy_object(obj, module_name, name):
             pass
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType, numpy.ufunc)) and \
             (getattr(obj, "__module__", "") or "").split(".")[0] == "numpy":
-        path = f"{obj.__module__}.{getattr(obj, '__qualname__', name)}"
-        return path
+        return f"{obj.__module__}.{getattr(obj, '__qualname__', name)}"
     return None
 
 
 def describe(obj, module_name, name):
     """The manifest entry for ``module_name.name``."""
-    import cupy
     from cupy._core._kernel import ufunc
     if isinstance(obj, types.ModuleType):
         return {"kind": "module", "module": obj.__name__}
@@ -152,7 +150,6 @@ def describe(obj, module_name, name):
         return {"kind": "function", "signature": signature_of(obj)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return {"kind": "value", "value": obj}
-    del cupy
     return {"kind": "object", "type": type(obj).__name__}
 
 
