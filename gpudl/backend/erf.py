@@ -74,21 +74,24 @@ def _erfc_large(y):
     return out
 
 
-def erf(x):
-    """Return erf(x) elementwise as float64 (NaN stays NaN, erf(+-inf) = +-1)."""
+def _cody(x):
+    """``x`` as float64, whether |x| <= 0.5, and erf(x) there / erfc(|x|) elsewhere (Cody's intervals)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.abs(x)
-    out = np.empty_like(x)
     small = y <= 0.5
     medium = (y > 0.5) & (y <= 4.0)
     large = y > 4.0
-    if small.all():
-        return _small(x)
-    out[small] = _small(x[small])
-    ym = y[medium]
-    out[medium] = (0.5 - _erfc_medium(ym)) + 0.5
-    yl = y[large]
-    out[large] = (0.5 - _erfc_large(yl)) + 0.5
+    values = np.empty_like(x)
+    values[small] = _small(x[small])
+    values[medium] = _erfc_medium(y[medium])
+    values[large] = _erfc_large(y[large])
+    return x, small, values
+
+
+def erf(x):
+    """Return erf(x) elementwise as float64 (NaN stays NaN, erf(+-inf) = +-1)."""
+    x, small, values = _cody(x)
+    out = np.where(small, values, (0.5 - values) + 0.5)
     np.copysign(out, x, out=out, where=~small)
     out[np.isnan(x)] = np.nan
     return out
@@ -96,15 +99,8 @@ def erf(x):
 
 def erfc(x):
     """Return erfc(x) = 1 - erf(x) elementwise as float64, accurate also where erf(x) is near 1."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.abs(x)
-    out = np.empty_like(x)
-    small = y <= 0.5
-    medium = (y > 0.5) & (y <= 4.0)
-    large = y > 4.0
-    out[small] = 1.0 - _small(x[small])
-    out[medium] = _erfc_medium(y[medium])
-    out[large] = _erfc_large(y[large])
+    x, small, values = _cody(x)
+    out = np.where(small, 1.0 - values, values)
     negative = (x < 0) & ~small
     out[negative] = 2.0 - out[negative]
     out[np.isnan(x)] = np.nan
