@@ -30,7 +30,6 @@ INPUT_SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "lstm": (28, 28)}
 CLASSES = 10
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-FRAMEWORKS = ("gpudl", "torch")
 
 
 class TrainingStep:

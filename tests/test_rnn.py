@@ -429,22 +429,3 @@ def test_matches_pytorch(device, kind, lengths):
         np.testing.assert_allclose(p.grad.numpy(), torch_params[name].grad.numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
 
-
-@pytest.mark.parametrize("kind", list(MODULES))
-def test_two_thread_row_split_gives_the_same_numbers(monkeypatch, kind):
-    """Large host steps run on two halves of the batch at once; forcing that path on a small
-    batch (odd size, with lengths) must not change any output or gradient."""
-    from gpudl.backend import fused_numpy
-    module = make(kind, 3, 4, bidirectional=True, dtype="float64", device="cpu")
-    x = randn("cpu", 6, 5, 3, requires_grad=True)
-
-    def run():
-        outputs = flat(module(x, lengths=[6, 2, 5, 1, 3]))
-        weights = [randn("cpu", *o.shape, seed=4 + k) for k, o in enumerate(outputs)]
-        grads = gd.autograd.grad(outputs, [x, *module.parameters()], weights)
-        return [o.numpy() for o in outputs] + [g.numpy() for g in grads]
-
-    single = run()
-    monkeypatch.setattr(fused_numpy, "ROW_SPLIT_MIN", 1)
-    for got, want in zip(run(), single):
-        np.testing.assert_array_equal(got, want)

@@ -89,7 +89,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
             producer, k = edge
             if producer is None:
                 if capture is None:
-                    _accumulate_leaf(value, grad)
+                    _accumulate_leaf(value, grad, private=fn.private_grads)
                 continue
             if value._retains_grad and capture is None:
                 _accumulate_leaf(value, grad)
@@ -99,11 +99,15 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
             fn.release()
 
 
-def _accumulate_leaf(tensor, grad):
+def _accumulate_leaf(tensor, grad, private=False):
     if tensor.grad is None:
-        # always a private, writable copy: grad may be a read-only broadcast view, the very array another
-        # input or the caller holds (add's backward passes g on unchanged), or a NumPy scalar (0-d results)
-        tensor.grad = Tensor._wrap(tensor.backend.xp.array(grad, copy=True))
+        # a private, writable array: unless the op vouches for it (``Function.private_grads``), grad may be a
+        # read-only broadcast view, the very array another input or the caller holds (add's backward passes g
+        # on unchanged), or a NumPy scalar (0-d results), so it is copied
+        if private and _backend.is_array(grad):
+            tensor.grad = Tensor._wrap(grad)
+        else:
+            tensor.grad = Tensor._wrap(tensor.backend.xp.array(grad, copy=True))
     else:
         tensor.grad.data += grad  # in place: the buffer is private (above), and a 0-d array stays an array
 

@@ -21,6 +21,9 @@ class Function:
     saved = ()
     is_view = False
     inputs = None
+    # True where every gradient ``backward`` returns is a new array that nothing else references
+    # (or a view of one): the engine then keeps it as a leaf's ``.grad`` instead of copying it
+    private_grads = False
 
     def apply(self, *inputs):
         """Run ``forward`` on the inputs' arrays and, if needed, link the outputs into the graph."""

@@ -6,10 +6,7 @@ check in ``tests/kernels`` can compare them element for element. Outputs keep th
 (NEP 50: scalars enter as ``dtype.type(v)``). The functions are pure functions on arrays, except
 the optimizer updates, which work in place.
 """
-import concurrent.futures
-import functools
 import math
-import os
 
 import numpy as np
 
@@ -562,6 +559,16 @@ def _blocks(rows, count):
     return [rows[:, k * hidden:(k + 1) * hidden] for k in range(count)]
 
 
+def _tanh_via_sigmoid(x, out):
+    """``2 sigmoid(2x) - 1`` (= tanh x; kernels/rnn.cuh ``tanh_via_sigmoid``) into ``out``."""
+    t = np.multiply(x, -2, out=out)
+    np.exp(t, out=t)
+    t += 1
+    np.divide(2, t, out=t)  # = 2 * (1 / t) exactly: scaling by 2 commutes with rounding
+    t -= 1
+    return t
+
+
 def _ended_rows(lengths, t):
     """[B, 1] mask of the rows whose sequence ended before step ``t`` (None: no lengths)."""
     return None if lengths is None else (lengths <= t)[:, None]
@@ -594,36 +601,6 @@ def _finish_backward(invalid, carry, dh, direct, gate_grads):
         np.copyto(g, 0, where=invalid)
 
 
-# Rows are independent, so a large step runs as two halves on two threads (NumPy releases the GIL
-# inside its loops): the host's second core does half the elementwise work, as the GPU's many do.
-ROW_SPLIT_MIN = 1 << 15  # elements of the last array from which a step is split
-_cell_pool = []
-os.register_at_fork(after_in_child=_cell_pool.clear)  # a forked child has no worker thread
-
-
-def _split_rows(cell):
-    """Decorate a cell step to run on both halves of the batch at once when the step is large.
-
-    Positional 2-D arrays are [B, *] and split by rows (into views, so outputs land in place);
-    1-D ones (a bias) go whole; ``lengths`` is split with the rows.
-    """
-    @functools.wraps(cell)
-    def step(*arrays, lengths=None, **kwargs):
-        batch = arrays[-1].shape[0]
-        if arrays[-1].size < ROW_SPLIT_MIN or batch < 2:
-            return cell(*arrays, lengths=lengths, **kwargs)
-        if not _cell_pool:
-            _cell_pool.append(concurrent.futures.ThreadPoolExecutor(1, "gpudl-cell"))
-        halves = (slice(0, batch // 2), slice(batch // 2, batch))
-        parts = [[a[rows] if a.ndim == 2 else a for a in arrays] for rows in halves]
-        lens = [None if lengths is None else lengths[rows] for rows in halves]
-        other = _cell_pool[0].submit(cell, *parts[1], lengths=lens[1], **kwargs)
-        cell(*parts[0], lengths=lens[0], **kwargs)
-        other.result()
-    return step
-
-
-@_split_rows
 def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
     """Elman RNN step: ``h = act(xw + hw)`` (act = relu if ``relu`` else tanh); ended rows keep
     ``h_prev``. ``xw = W_ih x + b_ih + b_hh``, ``hw = W_hh h_prev``, all [B, H]."""
@@ -636,7 +613,6 @@ def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
     _carry_state(_ended_rows(lengths, t), h, h_prev)
 
 
-@_split_rows
 def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
     """Gradient of :func:`rnn_cell_forward`: ``dpre`` (w.r.t. the pre-activation) from the step's
     output ``h``, output gradient ``dy``, ``dh_rec = dpre_next @ W_hh`` and the in/out ``dh``."""
@@ -650,23 +626,23 @@ def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False)
     _finish_backward(invalid, carry, dh, None, (dpre,))
 
 
-@_split_rows
 def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
     """LSTM step. ``gates`` [B, 4H] holds ``W_ih x + b_ih + b_hh`` on entry and the activations
     i, f, g, o on exit; ``hw = W_hh h_prev``. Writes ``c = f c_prev + i g``, ``h = o tanh(c)``
-    and ``tanh_c`` (saved for backward); ended rows keep ``c_prev`` and ``h_prev``."""
+    and ``tanh_c`` (saved for backward); ended rows keep ``c_prev`` and ``h_prev``. Both tanh are
+    computed as ``2 sigmoid(2x) - 1``, as in the kernel."""
     _check_float("lstm_cell_forward", gates)
-    hidden = c.shape[1]
     a = _acc(gates)
     i, f, g, o = _blocks(a, 4)
     with np.errstate(all="ignore"):
         a += hw
-        for block in (a[:, :2 * hidden], o):
-            _sigmoid(block, out=block)
-        np.tanh(g, out=g)
+        g *= 2  # g = tanh(x) = 2 sigmoid(2x) - 1: one sigmoid pass over whole rows
+        _sigmoid(a, out=a)
+        g *= 2
+        g -= 1
         c_new = np.multiply(f, c_prev, out=_acc_out(c))
         c_new += np.multiply(i, g)
-        tc = np.tanh(c_new, out=_acc_out(tanh_c))
+        tc = _tanh_via_sigmoid(c_new, out=_acc_out(tanh_c))
         h_new = np.multiply(o, tc, out=_acc_out(h))
     for dst, src in ((gates, a), (tanh_c, tc), (c, c_new), (h, h_new)):
         _write_back(dst, src)
@@ -675,7 +651,6 @@ def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, 
     _carry_state(invalid, h, h_prev)
 
 
-@_split_rows
 def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengths=None, t=0):
     """Gradient of :func:`lstm_cell_forward`: writes ``dgates`` [B, 4H] (w.r.t. the gate
     pre-activations) and updates ``dc`` (dL/dc_t in, dL/dc_prev out) and ``dh`` (see
@@ -699,15 +674,14 @@ def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengt
         d *= np.subtract(1, a)
         d *= a
         _tanh_backward(g, np.multiply(dcc, i, out=gy), out=dg)
-        dcc *= f
+        if invalid is None:
+            np.multiply(dcc, f, out=dc)
+        else:
+            np.copyto(dc, dcc * f, where=~invalid)
     _write_back(dgates, d)
-    if invalid is not None:
-        np.copyto(dcc, dc, where=invalid)
-    dc[...] = dcc
     _finish_backward(invalid, carry, dh, None, (dgates,))
 
 
-@_split_rows
 def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
     """GRU step. ``xw = W_ih x + b_ih`` and ``hw = W_hh h_prev`` are [B, 3H] (r, z, n), ``bias_hh``
     [3H]. Writes ``act`` [B, 4H] = r, z, n, hn (saved for backward) and
@@ -734,7 +708,6 @@ def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
     _carry_state(_ended_rows(lengths, t), h, h_prev)
 
 
-@_split_rows
 def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=0):
     """Gradient of :func:`gru_cell_forward`: writes ``dgx`` (w.r.t. ``xw``) and ``dgh`` (w.r.t.
     ``hw + bias_hh``), [B, 3H] each; they differ in the n block (``dgh_n = r dgx_n``). Updates

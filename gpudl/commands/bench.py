@@ -156,53 +156,9 @@ def run(args) -> int:
     _check_requirements(args)
     threads = args.threads or _usable_cpus()
     frameworks = ("gpudl",) + (("torch",) if args.compare else ())
-    sizes = args.batch_sizes
     started, load_before = time.time(), _load()
-    workers, progress, pass_order = {}, None, []
-    times = {name: {b: [] for b in sizes} for name in frameworks}
-    floors = {b: [] for b in sizes}
-    memory = {name: {} for name in frameworks}
-    configs = {name: {"framework": name, "model": args.model, "batch_sizes": sizes, "steps": args.steps,
-                      "warmup": args.warmup, "floor": name == "gpudl" and args.model == "mlp"}
-               for name in frameworks}
-    try:
-        for name in frameworks:
-            workers[name] = Worker(name, configs[name], threads, args.backend)
-        header = _header(args, threads, workers["gpudl"].environment)
-        print(header, flush=True)
-        progress = Progress(not args.no_progress, len(frameworks) * len(sizes) * (args.passes + 2))
-
-        def record(name, phase):
-            def on_message(message):
-                batch = message["batch"]
-                if message["event"] == "memory":
-                    memory[name][batch] = message["bytes"]
-                elif message["event"] == "timed":
-                    times[name][batch].append(message["times"])
-                    if message["floor"] is not None:
-                        floors[batch].append(message["floor"])
-                progress.advance(f"{phase} {name} batch {batch}")
-            return on_message
-
-        for name, worker in workers.items():
-            if worker.environment["device"] != "cpu" or name == "gpudl":  # PyTorch's CPU memory is not traced
-                for batch in sizes:  # in a fresh process each: nothing allocated or cached by another size
-                    _measure_memory(name, dict(configs[name], batch_sizes=[batch]), threads, args.backend,
-                                    record(name, "memory"))
-            worker.command("prepare", record(name, "warm-up"))
-        for k in range(args.passes):
-            order = list(frameworks) if k % 2 == 0 else list(frameworks)[::-1]
-            pass_order.append(order)
-            for name in order:
-                workers[name].command("time", record(name, f"pass {k + 1}/{args.passes}"))
-    finally:
-        if progress is not None:
-            progress.close()
-        for worker in workers.values():
-            worker.close()
-
-    report = _report(args, threads, frameworks, times, floors, memory, workers, started, load_before)
-    report["pass_order"] = pass_order
+    measured = _measure(args, threads, frameworks)
+    report = _report(args, threads, frameworks, measured, started, load_before)
     print(_table(report))
     if args.json is not None:
         path = Path(args.json or f"bench_{args.model}.json")
@@ -210,12 +166,62 @@ def run(args) -> int:
         print(f"wrote {path}")
     if args.plot is not None:
         path = Path(args.plot or f"bench_{args.model}.png")
-        series = {name: (sizes, [r["samples_per_s"] for r in report["results"][name]],
-                         [r["samples_per_s_iqr"][0] for r in report["results"][name]],
-                         [r["samples_per_s_iqr"][1] for r in report["results"][name]]) for name in frameworks}
+        series = {name: (args.batch_sizes, [r["samples_per_s"] for r in rows],
+                         [r["samples_per_s_iqr"][0] for r in rows], [r["samples_per_s_iqr"][1] for r in rows])
+                  for name, rows in report["results"].items()}
         benchmark.plot(path, args.model, series, report["knee"]["gpudl"])
         print(f"wrote {path}")
     return 0
+
+
+def _measure(args, threads, frameworks):
+    """Run the workers: memory (fresh processes), one warm-up step per batch size, then the timed
+    passes, alternating the order of the frameworks. Returns what they reported."""
+    sizes = args.batch_sizes
+    measured = {"times": {name: {b: [] for b in sizes} for name in frameworks}, "floors": {b: [] for b in sizes},
+                "memory": {name: {} for name in frameworks}, "environment": {}, "pass_order": []}
+    configs = {name: {"framework": name, "model": args.model, "batch_sizes": sizes, "steps": args.steps,
+                      "warmup": args.warmup, "floor": name == "gpudl" and args.model == "mlp"}
+               for name in frameworks}
+    workers, progress = {}, None
+
+    def record(name, phase):
+        def on_message(message):
+            batch = message["batch"]
+            if message["event"] == "memory":
+                measured["memory"][name][batch] = message["bytes"]
+            elif message["event"] == "timed":
+                measured["times"][name][batch].append(message["times"])
+                if message["floor"] is not None:
+                    measured["floors"][batch].append(message["floor"])
+            progress.advance(f"{phase} {name} batch {batch}")
+        return on_message
+
+    try:
+        for name in frameworks:
+            workers[name] = Worker(name, configs[name], threads, args.backend)
+            measured["environment"][name] = workers[name].environment
+        print(_header(args, threads, workers["gpudl"].environment), flush=True)
+        # PyTorch's CPU allocations are invisible to tracemalloc: its memory is measured on the GPU only
+        with_memory = [name for name in frameworks if name == "gpudl" or workers[name].environment["device"] != "cpu"]
+        progress = Progress(not args.no_progress, len(sizes) * (len(with_memory) + len(frameworks) * (args.passes + 1)))
+        for name, worker in workers.items():
+            if name in with_memory:
+                for batch in sizes:  # in a fresh process each: nothing allocated or cached by another size
+                    _measure_memory(name, dict(configs[name], batch_sizes=[batch]), threads, args.backend,
+                                    record(name, "memory"))
+            worker.command("prepare", record(name, "warm-up"))
+        for k in range(args.passes):
+            order = list(frameworks) if k % 2 == 0 else list(frameworks)[::-1]
+            measured["pass_order"].append(order)
+            for name in order:
+                workers[name].command("time", record(name, f"pass {k + 1}/{args.passes}"))
+    finally:
+        if progress is not None:
+            progress.close()
+        for worker in workers.values():
+            worker.close()
+    return measured
 
 
 def _measure_memory(name, config, threads, backend, on_message):
@@ -233,25 +239,27 @@ def _load():
 def _header(args, threads, environment):
     name = environment["processor"] if environment["device"] == "cpu" else environment["device_name"]
     device = f"{environment['backend']} backend on {environment['device']} ({name})"
+    interleaved = " (passes interleaved with PyTorch)" if args.compare else ""
     return (f"gpudl bench {args.model}: {device}, {threads} thread{'s' * (threads != 1)}; SGD momentum "
             f"{benchmark.MOMENTUM}; {args.passes} pass{'es' * (args.passes != 1)} x {args.steps} timed steps per "
-            f"batch size after {args.warmup} warm-up steps" + (" (passes interleaved with PyTorch)" if args.compare else ""))
+            f"batch size after {args.warmup} warm-up steps{interleaved}")
 
 
-def _report(args, threads, frameworks, times, floors, memory, workers, started, load_before):
+def _report(args, threads, frameworks, measured, started, load_before):
     """Everything measured, summarised per batch size, plus settings and environment (the JSON)."""
     results, knees = {}, {}
+    floors = measured["floors"]
     for name in frameworks:
         rows = []
         for batch in args.batch_sizes:
-            passes = times[name][batch]
+            passes = measured["times"][name][batch]
             pooled = [t for one in passes for t in one]
             step = benchmark.summarize(pooled)
             row = {"batch_size": batch, "step_seconds": step,
                    "samples_per_s": batch / step["median"],
                    "samples_per_s_iqr": [batch / step["q3"], batch / step["q1"]],
                    "pass_median_seconds": [statistics.median(one) for one in passes],
-                   "times_seconds": passes, "peak_memory_bytes": memory[name].get(batch)}
+                   "times_seconds": passes, "peak_memory_bytes": measured["memory"][name].get(batch)}
             if name == "gpudl" and floors[batch]:
                 floor = benchmark.summarize([t for one in floors[batch] for t in one])
                 row["gemm_floor_seconds"] = floor
@@ -269,7 +277,7 @@ def _report(args, threads, frameworks, times, floors, memory, workers, started, 
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started,
         "load_average": {"before": load_before, "after": _load()},
-        "environment": {name: worker.environment for name, worker in workers.items()},
+        "environment": measured["environment"], "pass_order": measured["pass_order"],
         "results": results, "knee": knees,
     }
     if "torch" in frameworks:

@@ -102,6 +102,8 @@ def batch_last_padded(xp, device, x, pads, fill):
 class Conv2d(Function):
     """Cross-correlation of x [N, C, H, W] with weight [O, C/groups, kh, kw], plus bias [O]."""
 
+    private_grads = True  # fresh GEMM and sum results, and a view of the fresh col2im buffer
+
     def __init__(self, stride, pads, dilation, groups, out_hw, keep_columns):
         self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
         self.out_hw, self.keep_columns = out_hw, keep_columns
