@@ -19,8 +19,9 @@ from gpudl.backend.kernel_specs import (ACC_DTYPE, ACTIVATION_BACKWARD_USES, KER
 _MASK64 = (1 << 64) - 1
 _NO_IGNORE = -(1 << 63)
 _TARGET_DTYPES = frozenset(numpy.dtype(d) for d in ("int32", "int64", "uint8", "int16"))
-_FLOAT_DTYPES = frozenset(numpy.dtype(d) for d in ("float16", "float32", "float64"))
 resolve_activation_params = _host.resolve_activation_params
+_check_float = _host._check_float  # validation only looks at dtypes and shapes: shared with the host twin
+_check_targets = _host._check_targets
 
 
 @functools.cache
@@ -33,12 +34,6 @@ def kernel(name):
             spec["post_map_expr"], spec["identity"], spec["name"],
             reduce_type=spec["reduce_type"], preamble=spec["preamble"])
     return cupy.ElementwiseKernel(**spec)
-
-
-def _check_float(name, *arrays):
-    for a in arrays:
-        if a.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{name}: expected a float16/float32/float64 array, got {a.dtype}")
 
 
 def activation_forward(name, x, **params):
@@ -108,14 +103,6 @@ def raise_pending_device_errors():
 def _as_target(t):
     t = cupy.ascontiguousarray(t)
     return t if t.dtype in _TARGET_DTYPES else t.astype(numpy.int64)
-
-
-def _check_targets(logits, targets):
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be [N, C], got shape {logits.shape}")
-    if targets.shape != logits.shape[:1]:
-        raise ValueError(f"targets must have shape ({logits.shape[0]},), got {targets.shape}")
-    _check_float("softmax_cross_entropy", logits)
 
 
 def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0):
