@@ -53,8 +53,7 @@ def test_mlp_table_json_and_plot(tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
-@pytest.mark.parametrize("model", ["cnn", pytest.param("lstm", marks=pytest.mark.skipif(
-    not hasattr(gpudl.nn, "LSTM"), reason="gpudl.nn.LSTM (used by models.LSTMClassifier) is not exported yet"))])
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
 def test_other_models_print_a_row_per_batch_size(model, tmp_path):
     out = _bench(model, *TINY, "--passes", "1", "--json", tmp_path / "r.json")
     assert out.returncode == 0, out.stderr

@@ -72,8 +72,9 @@ class Function:
             self.n_outputs = len(outputs)
             results = [Tensor._from_op(o, self, k) for k, o in enumerate(outputs)]
             if self.saved:
+                saved = {id(s) for s in self.saved}
                 self._saved_versions = [(t._version, t._version[0]) for t in (*tensors, *results)
-                                        if any(t.data is s for s in self.saved)]
+                                        if id(t.data) in saved]
         else:
             results = [Tensor._wrap(o) for o in outputs]
         if self.is_view:

@@ -90,6 +90,8 @@ class Worker:
 
     def _read(self):
         line = self.process.stdout.readline()
+        while line and not line.startswith("{"):  # something in the worker printed to stdout: not ours
+            line = self.process.stdout.readline()
         if not line:
             self.process.wait()
             self.stderr.seek(0)

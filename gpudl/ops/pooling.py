@@ -25,11 +25,19 @@ class _Pool2d(Function):
             for j in range(self.kernel[1]):
                 yield window_tap(i, j, self.out_hw, self.stride, self.dilation)
 
-    def _padded_gradient(self, dtype):
-        """Zeros shaped like the padded input [N, C, Hp, Wp], stored batch-last like a conv layer's data."""
+    def _padded_gradient(self, dtype, zeroed=True):
+        """An array shaped like the padded input [N, C, Hp, Wp], stored batch-last like a conv layer's
+        data: zeros, or (``zeroed=False``, for callers that write every element) uninitialised."""
         top, bottom, left, right = self.pads
         n, c, h, w = self.x_shape
-        return self.xp.zeros((c, h + top + bottom, w + left + right, n), dtype=dtype).transpose(TO_NCHW)
+        make = self.xp.zeros if zeroed else self.xp.empty
+        return make((c, h + top + bottom, w + left + right, n), dtype=dtype).transpose(TO_NCHW)
+
+    def _tiling(self):
+        """True when the windows cover the padded input exactly once (e.g. 2x2 windows, stride 2, even size)."""
+        padded = (self.x_shape[2] + self.pads[0] + self.pads[1], self.x_shape[3] + self.pads[2] + self.pads[3])
+        return all(self.dilation[a] == 1 and self.stride[a] == self.kernel[a] and self.out_hw[a] * self.stride[a]
+                   == padded[a] for a in (0, 1))
 
     def _batch_last(self, grad):
         """``grad`` stored batch-last like the gradient buffer its taps are routed into (a copy only if it
@@ -68,12 +76,15 @@ class MaxPool2d(_Pool2d):
         source = self._padded(x, -float("inf"))
         taps = self._taps()
         out = source[next(taps)].copy(order="K")
-        index = xp.zeros_like(out, dtype="int8" if self.kernel[0] * self.kernel[1] < 128 else "int32") \
-            if self.keep_index else None  # zeros_like: the same memory order as out
+        index = None
+        if self.keep_index:  # *_like: the same memory order as out; the scratch is reused for every tap
+            index = xp.zeros_like(out, dtype="int8" if self.kernel[0] * self.kernel[1] < 128 else "int32")
+            improved, candidate = xp.empty_like(out, dtype=bool), xp.empty_like(index)
         for k, tap in enumerate(taps, 1):
             window = source[tap]
             if index is not None:  # taps come in increasing k, so the last strict improvement is a max
-                xp.maximum(index, (window > out) * index.dtype.type(k), out=index)
+                xp.greater(window, out, out=improved)
+                xp.maximum(index, xp.multiply(improved, index.dtype.type(k), out=candidate), out=index)
             xp.maximum(out, window, out=out)
         self._give_back()
         self.index = index
@@ -82,14 +93,16 @@ class MaxPool2d(_Pool2d):
     def backward(self, grad):
         xp = self.xp
         grad = self._batch_last(grad)
-        gpad = self._padded_gradient(grad.dtype)
+        gpad = self._padded_gradient(grad.dtype, zeroed=not self._tiling())
         overlapping = any(s < self.dilation[a] * (self.kernel[a] - 1) + 1 for a, s in enumerate(self.stride))
+        mask = xp.empty_like(self.index, dtype=bool)
         for k, tap in enumerate(self._taps()):
             target = gpad[tap]
+            xp.equal(self.index, k, out=mask)
             if overlapping:
-                xp.add(target, grad * (self.index == k), out=target)
+                xp.add(target, grad * mask, out=target)
             else:  # each input element is in at most one window: write instead of add
-                xp.multiply(grad, self.index == k, out=target)
+                xp.multiply(grad, mask, out=target)
         return self._crop(gpad)
 
 
