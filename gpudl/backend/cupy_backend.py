@@ -1,4 +1,6 @@
 """The CuPy backend: arrays on CUDA GPUs."""
+import functools
+
 import cupy
 
 from .device import Device
@@ -12,7 +14,7 @@ class CupyBackend:
     array_type = cupy.ndarray
     needs_device_context = True
 
-    @property
+    @functools.cached_property
     def fused(self):
         """The fused operations, as CuPy ElementwiseKernels built from ``kernels/``."""
         from . import fused_cupy

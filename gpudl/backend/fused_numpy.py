@@ -481,8 +481,10 @@ def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
             buf[...] = g
         else:
             buf *= A(momentum)
-            t = np.multiply(g, A(1.0 - dampening), out=_scratch(p, "t"))
-            buf += t
+            if dampening == 0.0:  # (1 - 0) g is g exactly: one pass less
+                buf += g
+            else:
+                buf += np.multiply(g, A(1.0 - dampening), out=_scratch(p, "t"))
         _write_back(momentum_buffer, buf)
         if nesterov:
             t = np.multiply(buf, A(momentum), out=_scratch(p, "t"))

@@ -1,5 +1,6 @@
 """The NumPy backend: arrays on the host."""
 import contextlib
+import functools
 
 import numpy
 
@@ -14,7 +15,7 @@ class NumpyBackend:
     array_type = numpy.ndarray
     needs_device_context = False
 
-    @property
+    @functools.cached_property
     def fused(self):
         """The fused operations (activations, softmax-CE, dropout, optimizer updates)."""
         from . import fused_numpy
