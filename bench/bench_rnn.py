@@ -32,15 +32,6 @@ def _record(benchmark, batch):
         benchmark.extra_info["samples_per_s"] = batch / benchmark.stats["median"]
 
 
-@pytest.fixture
-def torch_2_threads():
-    """PyTorch on the CPU with two threads, or skip when it is not installed."""
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed: no side-by-side")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield torch
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("batch,steps", CASES, ids=IDS)
 def test_lstm_train_step_gpudl(benchmark, batch, steps):
