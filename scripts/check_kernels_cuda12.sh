@@ -10,5 +10,5 @@ if [ ! -x .venv-cuda12/bin/python ]; then
   .venv-cuda12/bin/python -m pip install -q "cupy-cuda12x>=14.2,<15" "nvidia-cuda-nvrtc-cu12" \
     "nvidia-cuda-runtime-cu12" numpy pytest
 fi
-PYTHONPATH=. exec .venv-cuda12/bin/python -m pytest -q -p no:cacheprovider \
+PYTHONPATH=. exec .venv-cuda12/bin/python -m pytest -p no:cacheprovider \
   tests/kernels/test_kernels_compile.py "$@"
