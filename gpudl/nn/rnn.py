@@ -32,6 +32,12 @@ def _check_size(name, value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_features(name, input, input_size):
+    if input.shape[-1] != input_size:
+        raise ValueError(f"{name}: input has {input.shape[-1]} features (shape {input.shape}) "
+                         f"but input_size={input_size}")
+
+
 def _layer_function(mode):
     """The function running one layer and direction of ``mode`` (``gpudl.ops.rnn``)."""
     if mode == "LSTM":
@@ -125,9 +131,7 @@ class RNNBase(Module):
         if input.ndim not in (2, 3):
             raise ValueError(f"{name}: expected input of 3 dimensions (batched) or 2 (unbatched), "
                              f"got shape {input.shape}")
-        if input.shape[-1] != self.input_size:
-            raise ValueError(f"{name}: input has {input.shape[-1]} features (shape {input.shape}) "
-                             f"but input_size={self.input_size}")
+        _check_features(name, input, self.input_size)
         batched = input.ndim == 3
         if not batched:
             if lengths is not None:
@@ -263,9 +267,7 @@ class RNNCellBase(Module):
         if not isinstance(input, Tensor) or input.ndim not in (1, 2):
             raise ValueError(f"{name}: expected input of shape [B, {self.input_size}] or "
                              f"[{self.input_size}], got {getattr(input, 'shape', type(input).__name__)}")
-        if input.shape[-1] != self.input_size:
-            raise ValueError(f"{name}: input has {input.shape[-1]} features (shape {input.shape}) "
-                             f"but input_size={self.input_size}")
+        _check_features(name, input, self.input_size)
         batched = input.ndim == 2
         x = input if batched else input.unsqueeze(0)
         expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
