@@ -6,7 +6,9 @@ from .dataset import Dataset, Subset, TensorDataset, random_split
 from .idx import DataError, read_idx, write_idx
 from .loader import DataLoader
 from .mnist import MNIST, FashionMNIST
+from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler
 from .spiral import Spiral, spiral
 
-__all__ = ["DataError", "DataLoader", "Dataset", "FashionMNIST", "MNIST", "Spiral", "Subset", "TensorDataset",
-           "random_split", "read_idx", "spiral", "write_idx"]
+__all__ = ["BatchSampler", "DataError", "DataLoader", "Dataset", "FashionMNIST", "MNIST", "RandomSampler", "Sampler",
+           "SequentialSampler", "Spiral", "Subset", "SubsetRandomSampler", "TensorDataset", "random_split", "read_idx",
+           "spiral", "write_idx"]
