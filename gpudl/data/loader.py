@@ -1,4 +1,17 @@
-"""``DataLoader``: mini-batches of a data set, reshuffled every epoch, delivered on a device."""
+"""``DataLoader``: mini-batches of a data set, reshuffled every epoch, delivered on a device.
+
+With ``num_workers > 0`` worker *threads* assemble the next batches while the training step runs.
+Threads rather than processes because the work of a batch is NumPy's fancy-index take and copy,
+which release the GIL, and a thread shares the data set's arrays without pickling them or forking
+a process that holds a CUDA context (which CUDA does not support). The cost: a data set whose
+``__getitem__`` or transform is pure Python runs one example at a time under the GIL. The workers
+only build host arrays; moving a batch to the device stays on the caller's thread, where CuPy's
+current device and stream are the training step's.
+"""
+import collections
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy
 
 from .. import backend
@@ -39,6 +52,12 @@ class DataLoader:
     ``iter()``; a sampler you pass keeps its own epoch (call its ``set_epoch`` as in PyTorch), except
     that ``loader.set_epoch(n)`` passes ``n`` on to it too.
 
+    ``num_workers=N`` (N > 0) assembles up to ``N * prefetch_factor`` batches ahead (default
+    ``prefetch_factor=2``) on N background threads (see the module's docstring for why threads);
+    batches arrive in the same order as with ``num_workers=0``. An exception in a worker (e.g. in
+    ``dataset[i]``) is raised from the loop; leaving the loop (``break``, an exception, Ctrl-C)
+    cancels the queued batches and joins the threads.
+
     Batches are gathered on the host and moved to ``device`` (default: the default device) once per
     batch; an example that is a tuple gives a tuple of Tensors. Integer fields (targets) arrive as
     int64. Data sets backed by host arrays (``TensorDataset``, ``FashionMNIST``, Subsets of them) are
@@ -46,7 +65,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None, drop_last=False,
-                 seed=0, device=None):
+                 num_workers=0, prefetch_factor=None, seed=0, device=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
@@ -56,6 +75,16 @@ class DataLoader:
         if batch_sampler is not None and (batch_size != 1 or shuffle or sampler is not None or drop_last):
             raise ValueError("DataLoader: batch_sampler= is mutually exclusive with batch_size=, shuffle=, sampler= "
                              "and drop_last= (the batch sampler decides all of them)")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, numpy.integer)) or num_workers < 0:
+            raise ValueError(f"DataLoader: num_workers must be a non-negative integer, got {num_workers!r}")
+        if prefetch_factor is not None and num_workers == 0:
+            raise ValueError("DataLoader: prefetch_factor= needs num_workers > 0 (without workers nothing is "
+                             "prefetched); leave it None")
+        if prefetch_factor is not None and (isinstance(prefetch_factor, bool) or prefetch_factor < 1
+                                            or not isinstance(prefetch_factor, (int, numpy.integer))):
+            raise ValueError(f"DataLoader: prefetch_factor must be a positive integer, got {prefetch_factor!r}")
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = None if num_workers == 0 else int(prefetch_factor or 2)
         self.dataset = dataset
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -67,7 +96,8 @@ class DataLoader:
             sampler = RandomSampler(dataset, seed=self.seed) if self.shuffle else SequentialSampler(dataset)
         self.sampler = sampler
         self.batch_size = None if batch_sampler is not None else int(batch_size)
-        self.batch_sampler = batch_sampler or BatchSampler(sampler, self.batch_size, self.drop_last)
+        self.batch_sampler = (BatchSampler(sampler, self.batch_size, self.drop_last) if batch_sampler is None
+                              else batch_sampler)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` run epoch ``epoch`` (its order depends only on seed and epoch).
@@ -88,17 +118,37 @@ class DataLoader:
         if self._owns_sampler:
             self.batch_sampler.set_epoch(self.epoch)
         self.epoch += 1
-        return self._batches(iter(self.batch_sampler))
+        batches = iter(self.batch_sampler)
+        if self.num_workers == 0:
+            return (self._to_device(self._gather(take)) for take in batches)
+        return self._prefetched(batches)
 
-    def _batches(self, batches):
+    def _prefetched(self, batches):
+        """The batches of ``batches`` (index lists), gathered ahead on worker threads, in order."""
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="gpudl-loader")
+        pending = collections.deque()
+        try:
+            for take in itertools.islice(batches, self.num_workers * self.prefetch_factor):
+                pending.append(pool.submit(self._gather, take))
+            while pending:
+                host = pending.popleft().result()
+                for take in itertools.islice(batches, 1):
+                    pending.append(pool.submit(self._gather, take))
+                yield self._to_device(host)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _gather(self, take):
+        """The host arrays of the examples ``take``: a tuple of arrays (one per field), or one array."""
         source = array_source(self.dataset)
-        for take in batches:
-            if source is not None:
-                arrays, indices = source
-                rows = self._rows(take, indices)
-                yield tuple(self._to_device(a[rows]) for a in arrays)
-            else:
-                yield self._gather_items(take)
+        if source is not None:
+            arrays, indices = source
+            rows = self._rows(take, indices)
+            return tuple(a[rows] for a in arrays)
+        items = [self.dataset[int(i)] for i in take]
+        if isinstance(items[0], (tuple, list)):
+            return tuple(_collate(field) for field in zip(*items))
+        return _collate(items)
 
     def _rows(self, take, indices):
         """The array rows of the examples ``take`` (a sampler's indices), checked against the data set's size."""
@@ -109,15 +159,13 @@ class DataLoader:
                              f"set has {n} examples")
         return take if indices is None else indices[take]
 
-    def _gather_items(self, take):
-        items = [self.dataset[int(i)] for i in take]
-        if isinstance(items[0], (tuple, list)):
-            return tuple(self._to_device(_collate(field)) for field in zip(*items))
-        return self._to_device(_collate(items))
-
     def _to_device(self, host):
+        """Tensors on the loader's device from the host arrays of one batch (a tuple stays a tuple)."""
+        if isinstance(host, tuple):
+            return tuple(Tensor(backend.to_device(_batch_array(a), self.device)) for a in host)
         return Tensor(backend.to_device(_batch_array(host), self.device))
 
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, device={self.device})")
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, num_workers={self.num_workers}, seed={self.seed}, "
+                f"device={self.device})")
