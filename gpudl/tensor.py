@@ -249,18 +249,19 @@ class Tensor:
             raise RuntimeError(f"{name}: a leaf tensor that requires grad cannot be modified in place "
                                "(wrap the update in gpudl.no_grad(), or use the out-of-place op)")
 
-    def _apply_inplace(self, name, compute):
+    def _apply_inplace(self, name, compute, saves_old=False):
         """Make this tensor hold ``compute(old)``, computed out of place, keeping the graph right.
 
-        ``old`` is a new Tensor holding a copy of the current values at this tensor's place in the
-        graph: the op must link to the producer of the values it replaces (not to this tensor, whose
-        grad_fn it becomes), and what it saves for backward must not be the array overwritten here.
+        ``old`` is a new Tensor at this tensor's place in the graph (the op must link to the producer
+        of the values it replaces, not to this tensor, whose grad_fn it becomes) holding the current
+        values: this very array when the op only reads it during ``compute`` (or not at all), a copy
+        when the op saves it for backward (``saves_old``), since the array is overwritten here.
         """
         self._check_inplace(name)
         if self.grad_fn is not None and self.grad_fn.is_view:
             raise RuntimeError(f"{name}: in-place modification of a view of a tensor that requires grad is not "
                                "supported (the viewed tensor would get a wrong gradient); use the out-of-place op")
-        old = Tensor(self.data.copy())
+        old = Tensor(self.data.copy() if saves_old else self.data)
         old.grad_fn, old._output_index, old._requires_grad = self.grad_fn, self._output_index, self._requires_grad
         result = compute(old)
         result_data = result.data if isinstance(result, Tensor) else result
@@ -276,8 +277,11 @@ class Tensor:
         return self
 
     def _inplace_binary(self, name, op, other):
-        if grad_mode.enabled and (self._requires_grad or getattr(other, "requires_grad", False)):
-            return self._apply_inplace(name, lambda old: op(old, other))
+        other_requires_grad = getattr(other, "requires_grad", False)
+        if grad_mode.enabled and (self._requires_grad or other_requires_grad):
+            # of the four ops only mul saves its left operand, and reads it only for other's gradient
+            return self._apply_inplace(name, lambda old: op(old, other),
+                                       saves_old=name == "mul_" and other_requires_grad)
         xp = self.backend.xp
         other_data = other.data if isinstance(other, Tensor) else other
         ufunc = {"add_": xp.add, "sub_": xp.subtract, "mul_": xp.multiply, "div_": xp.true_divide}[name]
@@ -306,27 +310,37 @@ class Tensor:
         return self._inplace_binary("div_", _ops.div, other)
 
     def zero_(self):
-        """Fill with zeros in place."""
+        """Fill with zeros in place (under autograd the old values get a zero gradient, as in PyTorch)."""
         return self._fill("zero_", 0)
 
     def fill_(self, value):
-        """Fill with ``value`` in place."""
+        """Fill with ``value`` (a number, or a 0-d tensor whose gradient is the sum of this one's) in place."""
+        if isinstance(value, Tensor):
+            if value.ndim != 0:
+                raise RuntimeError(f"fill_: the value must be a number or a 0-d tensor, got a tensor of shape "
+                                   f"{value.shape}")
+            return self._copy_from("fill_", value)
         return self._fill("fill_", value)
 
     def _fill(self, name, value):
         if grad_mode.enabled and self._requires_grad:
-            return self._apply_inplace(name, lambda old: old * 0 + value)
+            return self._apply_inplace(name, lambda old: _overwrite(old, value))
         self.data.fill(value)
         self._version[0] += 1
         return self
 
     def copy_(self, source):
         """Copy ``source`` (broadcast to this shape) into this tensor in place."""
-        source = _ops.as_tensor_like(source, self)
+        return self._copy_from("copy_", _ops.as_tensor_like(source, self))
+
+    def _copy_from(self, name, source):
         if source.device != self.device:
             source = source.to(self.device)
+        if not _broadcasts_to(source.shape, self.shape):
+            raise RuntimeError(f"{name}: a source of shape {source.shape} does not broadcast to the shape "
+                               f"{self.shape} of the tensor being written")
         if grad_mode.enabled and (self._requires_grad or source.requires_grad):
-            return self._apply_inplace("copy_", lambda old: old * 0 + source.astype(self.dtype))
+            return self._apply_inplace(name, lambda old: _overwrite(old, source))
         self.backend.xp.copyto(self.data, source.data, casting="unsafe")
         self._version[0] += 1
         return self
@@ -334,7 +348,7 @@ class Tensor:
     def clamp_(self, min=None, max=None):
         """Clip into ``[min, max]`` in place."""
         if grad_mode.enabled and self._requires_grad:
-            return self._apply_inplace("clamp_", lambda old: _ops.clip(old, min, max))
+            return self._apply_inplace("clamp_", lambda old: _ops.clip(old, min, max), saves_old=True)
         self.backend.xp.clip(self.data, min, max, out=self.data)
         self._version[0] += 1
         return self
@@ -459,6 +473,11 @@ def _is_dtype_name(text):
         return False
 
 
+def _broadcasts_to(shape, target):
+    """True when an array of ``shape`` broadcasts to ``target`` (the target itself never stretches)."""
+    return len(shape) <= len(target) and all(n in (1, m) for n, m in zip(reversed(shape), reversed(target)))
+
+
 def _describe(value):
     if isinstance(value, Tensor):
         return f"a tensor of shape {value.shape} and dtype {value.dtype}"
@@ -468,5 +487,6 @@ def _describe(value):
 _function.Tensor = _engine.Tensor = Tensor
 
 from . import ops as _ops  # noqa: E402  (ops need Tensor; Tensor methods call ops)
+from .ops.inplace import overwrite as _overwrite  # noqa: E402
 
 _ops.attach_methods(Tensor)

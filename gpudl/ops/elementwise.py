@@ -40,7 +40,9 @@ class Abs(Function):
         return self.xp.abs(x)
 
     def backward(self, g):
-        return g * self.xp.sign(self.saved[0])
+        x = self.saved[0]
+        # PyTorch's sign: (x > 0) - (x < 0), 0 at NaN (NumPy's sign(NaN) is NaN)
+        return g * ((x > 0).astype(g.dtype) - (x < 0).astype(g.dtype))
 
 
 class Clip(Function):
