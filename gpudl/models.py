@@ -50,10 +50,20 @@ class LSTMClassifier(nn.Module):
 
 
 MODELS = {"mlp": MLP, "cnn": CNN, "lstm": LSTMClassifier}
+# What one number, the model's "width" (``gpudl train --width``), sets: its default and the constructor options.
+WIDTHS = {
+    "mlp": (512, "units of each hidden layer", lambda width: {"hidden_sizes": (width, width)}),
+    "cnn": (32, "channels of the first convolution (the second has twice as many)",
+            lambda width: {"channels": (width, 2 * width)}),
+    "lstm": (128, "hidden size of the LSTM", lambda width: {"hidden_size": width}),
+}
 
 
-def build(name: str, **options):
-    """The model called ``name`` (``mlp``, ``cnn`` or ``lstm``) with ``options``."""
+def build(name: str, width: int | None = None, **options):
+    """The model called ``name`` (``mlp``, ``cnn`` or ``lstm``) with ``options``; ``width``, when given,
+    sets the model's size as ``WIDTHS`` says."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if width is not None:
+        options.update(WIDTHS[name][2](width))
     return MODELS[name](**options)
