@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install gpudl into it, editable, with the test extras.
+# Create .venv (if needed) and install gpudl into it, editable, with the test, plot and tune extras.
 # Also installs the Fashion-MNIST data set from Debian/Ubuntu where apt is available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,7 +7,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,plot]"
+.venv/bin/python -m pip install -q -e ".[test,plot,tune]"
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${GPUDL_DATA:-}" ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
