@@ -15,6 +15,8 @@ from .idx import DataError, read_idx
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _ROWS = _COLS = 28
+# How the messages tell a Python user to point at the data; the command line puts its own flag in its place.
+ROOT_HINT = "pass root= or set GPUDL_DATA"
 
 
 class _IdxImageDataset(TensorDataset):
@@ -113,7 +115,7 @@ class FashionMNIST(_IdxImageDataset):
     folder_name = "fashion-mnist"
     mean, std = 0.2860, 0.3530
     how_to_get = ("To get the data: apt-get install dataset-fashion-mnist, or download the four IDX files from the "
-                  "Fashion-MNIST project (github.com/zalandoresearch/fashion-mnist) and pass root= or set GPUDL_DATA.")
+                  f"Fashion-MNIST project (github.com/zalandoresearch/fashion-mnist) and {ROOT_HINT}.")
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot")
 
@@ -128,6 +130,6 @@ class MNIST(_IdxImageDataset):
     folder_name = "mnist"
     mean, std = 0.1307, 0.3081
     how_to_get = ("To get the data: download the four IDX files of MNIST (train-images-idx3-ubyte.gz, "
-                  "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) and pass "
-                  "root= or set GPUDL_DATA.")
+                  "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) and "
+                  f"{ROOT_HINT}.")
     classes = tuple(str(digit) for digit in range(10))
