@@ -561,16 +561,6 @@ def _blocks(rows, count):
     return [rows[:, k * hidden:(k + 1) * hidden] for k in range(count)]
 
 
-def _tanh_via_sigmoid(x, out):
-    """``2 sigmoid(2x) - 1`` (= tanh x; kernels/rnn.cuh ``tanh_via_sigmoid``) into ``out``."""
-    t = np.multiply(x, -2, out=out)
-    np.exp(t, out=t)
-    t += 1
-    np.divide(2, t, out=t)  # = 2 * (1 / t) exactly: scaling by 2 commutes with rounding
-    t -= 1
-    return t
-
-
 def _ended_rows(lengths, t):
     """[B, 1] mask of the rows whose sequence ended before step ``t`` (None: no lengths)."""
     return None if lengths is None else (lengths <= t)[:, None]
@@ -632,19 +622,21 @@ def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, 
     """LSTM step. ``gates`` [B, 4H] holds ``W_ih x + b_ih + b_hh`` on entry and the activations
     i, f, g, o on exit; ``hw = W_hh h_prev``. Writes ``c = f c_prev + i g``, ``h = o tanh(c)``
     and ``tanh_c`` (saved for backward); ended rows keep ``c_prev`` and ``h_prev``. Both tanh are
-    computed as ``2 sigmoid(2x) - 1``, as in the kernel."""
+    NumPy's (vectorised, accurate to a few ulps relative, as the kernel's)."""
     _check_float("lstm_cell_forward", gates)
     a = _acc(gates)
     i, f, g, o = _blocks(a, 4)
+    tc = _acc_out(tanh_c)
     with np.errstate(all="ignore"):
         a += hw
-        g *= 2  # g = tanh(x) = 2 sigmoid(2x) - 1: one sigmoid pass over whole rows
+        # tanh(g) goes aside (into tanh_c's buffer, free until the end), so that one sigmoid runs over
+        # whole contiguous rows: a third faster than sigmoid over the strided i|f and o blocks
+        np.tanh(g, out=tc)
         _sigmoid(a, out=a)
-        g *= 2
-        g -= 1
+        g[...] = tc
         c_new = np.multiply(f, c_prev, out=_acc_out(c))
         c_new += np.multiply(i, g)
-        tc = _tanh_via_sigmoid(c_new, out=_acc_out(tanh_c))
+        np.tanh(c_new, out=tc)
         h_new = np.multiply(o, tc, out=_acc_out(h))
     for dst, src in ((gates, a), (tanh_c, tc), (c, c_new), (h, h_new)):
         _write_back(dst, src)
