@@ -34,6 +34,44 @@ def _topological_order(roots):
     return order
 
 
+# Gradient-ready hooks (DistributedDataParallel's): id(leaf) -> (leaf, group). In a backward that reaches
+# the leaf, ``group.ready(leaf)`` runs once the last gradient of that backward has been accumulated into
+# ``leaf.grad`` (so its all-reduce can start while backward goes on), and ``group.done()`` after the backward.
+_ready_hooks = {}
+
+
+def register_grad_ready_hooks(group, leaves):
+    """Call ``group.ready(leaf)`` when each leaf's gradient is complete, ``group.done()`` after backward."""
+    for leaf in leaves:
+        _ready_hooks[id(leaf)] = (leaf, group)
+
+
+def remove_grad_ready_hooks(leaves):
+    """Undo :func:`register_grad_ready_hooks` for ``leaves``."""
+    for leaf in leaves:
+        _ready_hooks.pop(id(leaf), None)
+
+
+def _leaf_edge_counts(order):
+    """For each hooked leaf, how many edges of the graph still bring it a gradient."""
+    counts = {}
+    for fn in order:
+        for value, edge in zip(fn.inputs, fn.edges):
+            if edge is not None and edge[0] is None and id(value) in _ready_hooks:
+                counts[id(value)] = counts.get(id(value), 0) + 1
+    return counts
+
+
+def _visit_leaf_edges(fn, remaining):
+    """Count down the hooked leaves ``fn`` feeds; a leaf whose count reaches 0 is ready."""
+    for value, edge in zip(fn.inputs, fn.edges):
+        if edge is not None and edge[0] is None and id(value) in remaining:
+            remaining[id(value)] -= 1
+            if remaining[id(value)] == 0:
+                leaf, group = _ready_hooks[id(value)]
+                group.ready(leaf)
+
+
 def _sum_to_shape(grad, shape):
     """Sum ``grad`` over the axes along which an input of ``shape`` was broadcast."""
     if grad.shape == shape:
@@ -65,9 +103,13 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
         slots[k] = grad if slots[k] is None else slots[k] + grad
         roots.append(out.grad_fn)
 
-    for fn in _topological_order(roots):
+    order = _topological_order(roots)
+    remaining = _leaf_edge_counts(order) if _ready_hooks and capture is None else None
+    for fn in order:
         grads = pending.pop(fn, None)
         if grads is None:
+            if remaining:
+                _visit_leaf_edges(fn, remaining)
             continue
         fn.check_saved_versions()
         if fn.backend.needs_device_context:
@@ -95,8 +137,13 @@ def run_backward(outputs, grad_outputs, retain_graph=False, capture=None):
                 _accumulate_leaf(value, grad)
             slots = pending.setdefault(producer, [None] * producer.n_outputs)
             slots[k] = grad if slots[k] is None else slots[k] + grad
+        if remaining:
+            _visit_leaf_edges(fn, remaining)
         if not retain_graph:
             fn.release()
+    if remaining is not None:
+        for group in {id(group): group for _, group in (_ready_hooks[i] for i in remaining)}.values():
+            group.done()
 
 
 def _accumulate_leaf(tensor, grad, private=False):

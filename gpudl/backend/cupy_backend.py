@@ -46,6 +46,10 @@ class CupyBackend:
         """Version string of the array library."""
         return cupy.__version__
 
+    def device_count(self) -> int:
+        """The number of GPUs this process sees."""
+        return cupy.cuda.runtime.getDeviceCount()
+
     def describe_device(self, device) -> str:
         """Human-readable name of ``device``."""
         props = cupy.cuda.runtime.getDeviceProperties(device.index)

@@ -20,6 +20,7 @@ class _BatchNorm(Module):
     """
 
     expected_ndim = ()
+    _normalize = staticmethod(batch_norm)  # SyncBatchNorm's shares the statistics over ranks
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None):
@@ -65,7 +66,7 @@ class _BatchNorm(Module):
                 # computed on the device: reading the counter back would be a host sync per step
                 factor = Tensor(1.0 / self.num_batches_tracked.data)
         use_batch_stats = self.training or self.running_mean is None
-        return batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
+        return self._normalize(x, self.running_mean if not self.training or self.track_running_stats else None,
                           self.running_var if not self.training or self.track_running_stats else None,
                           self.weight, self.bias, use_batch_stats, factor, self.eps)
 

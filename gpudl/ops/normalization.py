@@ -25,13 +25,17 @@ class Normalize(Function):
         """``BatchNorm`` or ``LayerNorm`` in profiles."""
         return self.kind
 
+    def axis_mean(self, array, dtype=None):
+        """Mean over the statistics axes, kept as size-1 axes (SyncBatchNorm's averages over all ranks)."""
+        return array.mean(axis=self.stats_axes, keepdims=True, dtype=dtype)
+
     def forward(self, x, weight, bias):
         xp = self.xp
         acc = accumulation_dtype(x.dtype) or x.dtype
         if self.stats is None:
-            mean = x.mean(axis=self.stats_axes, keepdims=True, dtype=acc)
+            mean = self.axis_mean(x, acc)
             centered = xp.subtract(x, mean, dtype=acc)
-            var = xp.square(centered).mean(axis=self.stats_axes, keepdims=True)
+            var = self.axis_mean(xp.square(centered))
             self.batch_mean, self.batch_var = mean, var
         else:
             mean, var = (s.reshape(self.param_shape).astype(acc) for s in self.stats)
@@ -58,8 +62,8 @@ class Normalize(Function):
             g_normalized = g * weight.reshape(self.param_shape) if weight is not None else g
             if self.stats is None:
                 # d/dx of (x - mean) * inv_std, with mean and var depending on x
-                projection = xp.mean(g_normalized * normalized, axis=self.stats_axes, keepdims=True)
-                gx = g_normalized - xp.mean(g_normalized, axis=self.stats_axes, keepdims=True)
+                projection = self.axis_mean(g_normalized * normalized)
+                gx = g_normalized - self.axis_mean(g_normalized)
                 gx -= normalized * projection
                 gx *= inv_std
             else:
@@ -76,16 +80,8 @@ def _check_param(op, name, tensor, shape, input):
         raise TypeError(f"{op}: input has dtype {input.dtype} but {name} has dtype {tensor.dtype}")
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """Batch normalisation over axis 1 of input [N, C, *] (PyTorch's ``F.batch_norm``).
-
-    ``training=True`` normalises with the batch statistics (biased variance) and, if running
-    statistics are given, updates them in place: ``running = (1 - momentum) * running +
-    momentum * batch``, using the unbiased variance for ``running_var``. ``momentum`` may be a
-    Python number or a 0-d tensor (a factor computed on the device, as batch norm's cumulative
-    average does). ``training=False`` normalises with the running statistics.
-    """
-    op = "batch_norm"
+def check_batch_norm_inputs(op, input, running_mean, running_var, weight, bias):
+    """Validate batch norm's arguments; return the statistics axes and the parameters' broadcast shape."""
     if input.ndim < 2:
         raise ValueError(f"{op}: expected an input [N, C, *] with at least 2 dimensions, got shape {input.shape}")
     channels = input.shape[1]
@@ -96,8 +92,21 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"{op}: {name} must have shape ({channels},), got {tensor.shape}")
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: give both running_mean and running_var, or neither")
-    axes = (0,) + tuple(range(2, input.ndim))
-    param_shape = (1, channels) + (1,) * (input.ndim - 2)
+    return (0,) + tuple(range(2, input.ndim)), (1, channels) + (1,) * (input.ndim - 2)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over axis 1 of input [N, C, *] (PyTorch's ``F.batch_norm``).
+
+    ``training=True`` normalises with the batch statistics (biased variance) and, if running
+    statistics are given, updates them in place: ``running = (1 - momentum) * running +
+    momentum * batch``, using the unbiased variance for ``running_var``. ``momentum`` may be a
+    Python number or a 0-d tensor (a factor computed on the device, as batch norm's cumulative
+    average does). ``training=False`` normalises with the running statistics.
+    """
+    op = "batch_norm"
+    axes, param_shape = check_batch_norm_inputs(op, input, running_mean, running_var, weight, bias)
+    channels = input.shape[1]
     if not training:
         if running_mean is None:
             raise ValueError(f"{op}: running_mean and running_var are needed when training=False")
