@@ -122,17 +122,22 @@ class Tensor:
         return self.data.ndim
 
     @property
-    def size(self) -> int:
-        """Number of elements (NumPy's ``size``)."""
-        return self.data.size
+    def size(self) -> "Size":
+        """Number of elements (NumPy's ``size``), as an int that can be called as PyTorch's ``size``:
+        ``x.size()`` is the shape, ``x.size(d)`` the length of dim ``d``."""
+        return Size(self.data.size, self.data.shape)
 
     def numel(self) -> int:
         """Number of elements (PyTorch's name)."""
         return self.data.size
 
+    nelement = numel
+
     def dim(self) -> int:
         """Number of dimensions (PyTorch's name)."""
         return self.data.ndim
+
+    ndimension = dim
 
     def __len__(self):
         if self.data.ndim == 0:
@@ -457,6 +462,23 @@ class Tensor:
     def T(self):
         """The tensor with its axes reversed."""
         return _ops.transpose(self)
+
+
+class Size(int):
+    """A tensor's element count (NumPy's ``x.size``) that PyTorch code can call: ``x.size()`` gives the
+    shape (a tuple), ``x.size(d)`` the length of dim ``d`` (negative ``d`` counts from the end)."""
+
+    def __new__(cls, count, shape):
+        size = super().__new__(cls, count)
+        size.shape = tuple(shape)
+        return size
+
+    def __call__(self, dim=None):
+        if dim is None:
+            return self.shape
+        if not -len(self.shape) <= dim < len(self.shape):
+            raise IndexError(f"size({dim}): dim out of range for a tensor of shape {self.shape}")
+        return self.shape[dim]
 
 
 def _is_dtype_name(text):

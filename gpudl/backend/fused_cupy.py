@@ -267,3 +267,7 @@ def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=
     flat = _flat("gru_cell_backward", h_prev, dy, dh_rec, dh)
     kernel("gru_cell_backward")(act, *flat[:3], _lengths(lengths, dh), dh.shape[-1], int(t),
                                 flat[3], dgx, dgh)
+
+
+# masked softmax of attention (kernels/attention.cuh), in a module of its own that uses kernel() above
+from gpudl.backend.masked_softmax_cupy import masked_softmax_backward, masked_softmax_forward  # noqa: E402,F401

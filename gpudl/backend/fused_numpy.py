@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from gpudl.backend.erf import erf as _erf64
+from gpudl.backend.masked_softmax import masked_softmax_backward, masked_softmax_forward  # noqa: F401 (attention)
 from gpudl.backend.kernel_specs import (ACTIVATION_BACKWARD_USES, ACTIVATION_PARAMS, ACTIVATIONS,
                                         adam_bias_corrections)
 

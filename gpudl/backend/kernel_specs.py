@@ -177,8 +177,29 @@ def _rnn_specs():
     }
 
 
+def _attention_specs():
+    # One thread per row of the [.., L, S] scores, all params raw, launched with size=rows
+    # (kernels/attention.cuh); the scores/grad rows are overwritten in place.
+    header = "attention.cuh"
+    shape = "int64 n_queries, int64 n_keys"
+    return {
+        "masked_softmax_forward": _elementwise(
+            "gpudl_masked_softmax_forward",
+            f"raw M mask, {shape}, bool has_mask, int64 mask_div, int64 mask_mod, "
+            "int64 mask_rows, bool causal, float64 scale",
+            "raw T scores",
+            "gpudl::masked_softmax_forward<T>(scores, mask, i, n_queries, n_keys, has_mask, "
+            "mask_div, mask_mod, mask_rows, causal, scale)", header),
+        "masked_softmax_backward": _elementwise(
+            "gpudl_masked_softmax_backward", f"raw T probs, {shape}, bool causal, float64 scale",
+            "raw T grad",
+            "gpudl::masked_softmax_backward<T>(probs, grad, i, n_queries, n_keys, causal, scale)",
+            header),
+    }
+
+
 KERNELS = {**_activation_specs(), **_softmax_cross_entropy_specs(), **_dropout_specs(),
-           **_optimizer_specs(), **_rnn_specs()}
+           **_optimizer_specs(), **_rnn_specs(), **_attention_specs()}
 
 # Raw params of the recurrent kernels and their ndim: gate rows [B, G*H], bias [3H], lengths [B].
 RNN_RAW_NDIM = {"gates": 2, "hw": 2, "xw": 2, "act": 2, "dgates": 2, "dgx": 2, "dgh": 2,
@@ -252,6 +273,7 @@ def _signatures():
     sigs["adam"] = [Signature((dt,) + adam_scalars + (dt,) * 3) for dt in FLOAT_DTYPES]
     sigs["adam_amsgrad"] = [Signature((dt,) + adam_scalars + (dt,) * 4) for dt in FLOAT_DTYPES]
     sigs.update(_rnn_signatures())
+    sigs.update(_attention_signatures())
     return sigs
 
 
@@ -275,6 +297,21 @@ def _rnn_signatures():
         sigs[name] = [Signature(tuple(_rnn_param_dtype(p, dt) for p in params), raw_ndim=raw_ndim)
                       for dt in FLOAT_DTYPES]
     return sigs
+
+
+def _attention_signatures():
+    """Per dtype T: a boolean or a T mask (no mask launches with a 1-element boolean dummy),
+    flat raw arrays, 32- and 64-bit indexing (a [B, H, L, S] tensor of 2**31 elements or more)."""
+    i64, b, f64 = _scalar("int64"), _scalar("bool"), _scalar("float64")
+    forward, backward = [], []
+    for dt in FLOAT_DTYPES:
+        for idx32 in (True, False):
+            for mask_dt in ("bool", dt):
+                forward.append(Signature((mask_dt, i64, i64, b, i64, i64, i64, b, f64, dt),
+                                         idx32=idx32, raw_ndim=(("mask", 1), ("scores", 1))))
+            backward.append(Signature((dt, i64, i64, b, f64, dt), idx32=idx32,
+                                      raw_ndim=(("probs", 1), ("grad", 1))))
+    return {"masked_softmax_forward": forward, "masked_softmax_backward": backward}
 
 
 SIGNATURES = _signatures()

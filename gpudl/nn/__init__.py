@@ -1,6 +1,7 @@
 """Neural-network building blocks with PyTorch's names and semantics: ``Module`` and ``Parameter``,
 layers, containers, initialisers (``nn.init``), losses and ``nn.functional``."""
 from . import functional, init, parallel
+from .attention import MultiheadAttention
 from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .containers import ModuleList, Sequential
 from .conv import Conv2d
@@ -14,12 +15,14 @@ from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
+from .transformer import TransformerEncoder, TransformerEncoderLayer
 from .sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss",
     "Dropout", "ELU", "Embedding", "Flatten", "GELU", "GRU", "GRUCell", "HuberLoss", "Identity", "IncompatibleKeys", "L1Loss",
-    "LSTM", "LSTMCell", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleList", "NLLLoss",
+    "LSTM", "LSTMCell", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleList",
+    "MultiheadAttention", "NLLLoss",
     "Parameter", "RNN", "RNNBase", "RNNCell", "RNNCellBase", "ReLU", "Sequential", "SiLU", "Sigmoid", "Softmax", "Softplus",
-    "SyncBatchNorm", "Tanh", "functional", "init", "parallel",
+    "SyncBatchNorm", "Tanh", "TransformerEncoder", "TransformerEncoderLayer", "functional", "init", "parallel",
 ]

@@ -1,0 +1,134 @@
+"""The masked softmax of attention (kernels/attention.cuh): its NumPy twin, and the mask layout and
+argument checks that the CuPy binding (``masked_softmax_cupy``) shares.
+
+Both functions work in place on C-contiguous scores ``[..., L, S]`` (the one score tensor of an
+attention step) and follow the kernel's arithmetic: accumulate type float32 for float16, else the
+scores' dtype; ``exp(z - max)`` rounded to the scores' dtype before the division, as the kernel
+stores it in the row. A boolean mask entry True means *may attend*, a float mask is added (PyTorch's
+``scaled_dot_product_attention``); causal structure masks the keys ``s > l`` (top-left aligned).
+"""
+import math
+
+import numpy as np
+
+_FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
+
+
+def _acc(a):
+    return a.astype(np.float32) if a.dtype == np.float16 else a
+
+
+def check_arguments(scores, mask=None, probs=None):
+    """Raise a clear error for arrays the kernels cannot take (shared by both backends)."""
+    if scores.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"masked_softmax: expected float16/float32/float64 scores, got {scores.dtype}")
+    if scores.ndim < 2 or not scores.flags.c_contiguous:
+        raise ValueError(f"masked_softmax: scores must be a C-contiguous [..., L, S] array, got shape "
+                         f"{scores.shape} and strides {scores.strides}")
+    if probs is not None and (probs.shape != scores.shape or probs.dtype != scores.dtype
+                              or not probs.flags.c_contiguous):
+        raise ValueError(f"masked_softmax backward: probabilities {probs.shape} {probs.dtype} do not match "
+                         f"the gradient {scores.shape} {scores.dtype} (both C-contiguous)")
+    if mask is None:
+        return
+    if mask.dtype != np.bool_ and mask.dtype != scores.dtype:
+        raise TypeError(f"masked_softmax: the mask must be boolean or of the scores' dtype {scores.dtype}, "
+                        f"got {mask.dtype}")
+    try:
+        fits = np.broadcast_shapes(mask.shape, scores.shape) == scores.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"masked_softmax: a mask of shape {mask.shape} does not broadcast to the scores' "
+                         f"shape {scores.shape}")
+
+
+def mask_layout(mask_shape, scores_shape):
+    """How the kernel reads a mask broadcast over scores without expanding it.
+
+    Returns ``(compact_shape, mask_div, mask_mod, mask_rows)``: the mask is to be broadcast to
+    ``compact_shape`` (its own extent on the batch axes it varies along, from the first to the
+    last, then ``mask_rows`` and S) and made contiguous; batch entry n of the scores (batch axes
+    flattened) reads block ``(n // mask_div) % mask_mod`` of it. Only a mask that varies along
+    batch axes that are not adjacent, or not along S, gets copied to a larger array.
+    """
+    ndim = len(scores_shape)
+    shape = (1,) * (ndim - len(mask_shape)) + tuple(mask_shape)
+    batch = scores_shape[:-2]
+    queries, keys = scores_shape[-2:]
+    mask_rows = queries if shape[-2] == queries else 1
+    varying = [j for j, n in enumerate(shape[:-2]) if n != 1]
+    first, last = (varying[0], varying[-1] + 1) if varying else (0, 0)
+    mask_mod = math.prod(batch[first:last])
+    mask_div = math.prod(batch[last:])
+    return tuple(batch[first:last]) + (mask_rows, keys), mask_div, mask_mod, mask_rows
+
+
+def compact_mask(xp, mask, scores_shape):
+    """``mask`` as the contiguous array the kernel reads, with its layout numbers (see
+    :func:`mask_layout`); ``xp`` is the mask's array module."""
+    compact_shape, mask_div, mask_mod, mask_rows = mask_layout(mask.shape, scores_shape)
+    shape = (1,) * (len(scores_shape) - mask.ndim) + tuple(mask.shape)
+    batch_axes = len(compact_shape) - 2
+    first = next((j for j, n in enumerate(shape[:-2]) if n != 1), 0)
+    kept = shape[first:first + batch_axes] + shape[-2:]
+    compact = xp.broadcast_to(mask.reshape(kept), compact_shape)
+    return xp.ascontiguousarray(compact).reshape(-1), mask_div, mask_mod, mask_rows
+
+
+def _causal_excluded(queries, keys):
+    """[L, S] boolean: True where key s lies after query l (s > l)."""
+    return np.triu(np.ones((queries, keys), dtype=bool), k=1)
+
+
+def masked_softmax_forward(scores, mask=None, *, scale=1.0, causal=False):
+    """Overwrite ``scores`` [..., L, S] with ``softmax(scale * scores + mask)`` over the last axis.
+
+    ``mask``: None, boolean (True: may attend) or additive of the scores' dtype, broadcastable to
+    ``scores``; ``causal`` excludes keys after the query. A row with nothing to attend to becomes
+    zeros. Returns ``scores``.
+    """
+    check_arguments(scores, mask)
+    if scores.size == 0:
+        return scores
+    z = _acc(scores)
+    A = z.dtype.type
+    with np.errstate(all="ignore"):
+        z *= A(scale)
+        if mask is not None and mask.dtype == np.bool_:
+            np.copyto(z, A(-np.inf), where=~mask)
+        elif mask is not None:
+            z += mask
+        if causal:
+            np.copyto(z, A(-np.inf), where=_causal_excluded(*scores.shape[-2:]))
+        row_max = z.max(axis=-1, keepdims=True)
+        empty = row_max == -np.inf
+        row_max[empty] = 0
+        z -= row_max
+        np.exp(z, out=z)
+        row_sum = z.sum(axis=-1, keepdims=True)
+        row_sum[empty] = 1  # its exponentials are all 0: the row stays 0
+        if scores.dtype == np.float16:
+            z = z.astype(np.float16).astype(np.float32)  # the kernel stores exp(z - max) in the row
+        z /= row_sum
+    if z is not scores:
+        scores[...] = z
+    return scores
+
+
+def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
+    """Overwrite ``grad`` (the gradient of the probabilities, [..., L, S]) with the gradient of the
+    scores: ``scale * probs * (grad - sum(grad * probs))`` per row. Returns ``grad``."""
+    check_arguments(grad, probs=probs)
+    g = _acc(grad)
+    y = _acc(probs)
+    with np.errstate(all="ignore"):
+        dot = np.matmul(y[..., None, :], g[..., :, None])[..., 0]  # per-row dot products, no [.., L, S] temporary
+        g -= dot
+        g *= y
+        g *= g.dtype.type(scale)
+        if causal:
+            np.copyto(g, 0, where=_causal_excluded(*grad.shape[-2:]))
+    if g is not grad:
+        grad[...] = g
+    return grad
