@@ -136,7 +136,7 @@ def test_pow_at_zero_base_and_zero_exponent(device):
 def test_split_with_decreasing_indices_matches_numpy_and_backpropagates(device):
     values = np.arange(5.0)
     x = t64(values, device)
-    parts = x.split([3, 1])
+    parts = x.split([3, 1], axis=0)  # NumPy's vocabulary: cut indices
     assert [p.tolist() for p in parts] == [a.tolist() for a in np.split(values, [3, 1])]
     sum(p.sum() for p in parts).backward()  # the first and last parts overlap on elements 1 and 2
     np.testing.assert_array_equal(x.grad.numpy(), [1.0, 2.0, 2.0, 1.0, 1.0])
@@ -147,17 +147,20 @@ def test_axis_dim_keepdims_keepdim_aliases(device):
     x = t64(np.arange(24.0).reshape(2, 3, 4), device, requires_grad=False)
     for name in ("sum", "mean", "max", "min", "var", "std", "prod", "logsumexp"):
         numpy_style = getattr(x, name)(axis=(0, 2), keepdims=True)
-        torch_style = getattr(x, name)(dim=[0, 2], keepdim=True)
+        population = {"correction": 0} if name in ("var", "std") else {}  # dim= alone divides by n - 1
+        torch_style = getattr(x, name)(dim=[0, 2], keepdim=True, **population)
         assert numpy_style.shape == (1, 3, 1), name
         np.testing.assert_allclose(numpy_style.numpy(), torch_style.numpy(), err_msg=name)
-    with pytest.raises(TypeError, match="axis= or dim="):
+    with pytest.raises(TypeError, match="sum: axis= .NumPy's vocabulary. cannot be mixed with dim="):
         x.sum(axis=0, dim=0)
 
 
 def test_var_std_ddof_correction_unbiased(device):
     data = np.array([[1.0, 4.0, 2.0, 8.0], [3.0, 3.0, 5.0, 1.0]])
     x = t64(data, device, requires_grad=False)
-    np.testing.assert_allclose(x.var().item(), data.var())
+    np.testing.assert_allclose(x.var(axis=None).item(), data.var())      # NumPy's vocabulary: ddof=0
+    np.testing.assert_allclose(x.var().item(), data.var(ddof=1))          # PyTorch's: correction=1
+    np.testing.assert_allclose(x.var(1).numpy(), data.var(axis=1, ddof=1))
     np.testing.assert_allclose(x.var(axis=1, ddof=1).numpy(), data.var(axis=1, ddof=1))
     np.testing.assert_allclose(x.var(axis=1, correction=1).numpy(), data.var(axis=1, ddof=1))
     np.testing.assert_allclose(x.var(axis=1, unbiased=True).numpy(), data.var(axis=1, ddof=1))
@@ -195,7 +198,7 @@ SHAPE_ERRORS = [
      r"concat.*\(2, 3\).*\(3, 2\)"),
     ("stack", lambda d: gd.stack([gd.zeros(2, device=d), gd.zeros(3, device=d)]), r"stack.*\(2,\).*\(3,\)"),
     ("split", lambda d: gd.zeros(2, 3, device=d).split(2, axis=1), r"split.*length 3.*2"),
-    ("squeeze", lambda d: gd.zeros(2, 3, device=d).squeeze(0), r"squeeze.*\(2, 3\)"),
+    ("squeeze", lambda d: gd.zeros(2, 3, device=d).squeeze(axis=0), r"squeeze.*\(2, 3\)"),
     ("permute", lambda d: gd.zeros(2, 3, device=d).permute(0, 0), r"permute.*\(0, 0\).*\(2, 3\)"),
     ("pad", lambda d: gd.pad(gd.zeros(2, 3, device=d), ((1, 1),)), r"pad.*\(2, 3\)"),
 ]

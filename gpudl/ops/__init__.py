@@ -8,12 +8,15 @@ from .compare import (all, any, argmax, argmin, equal, greater, greater_equal, i
                       logical_and, logical_not, logical_or, not_equal)
 from .elementwise import abs, astype, clamp, clip, clone, exp, log, maximum, minimum, sqrt, to_device, where
 from .indexing import getitem, index_data
-from .reduction import log_softmax, logsumexp, max, mean, min, prod, softmax, std, sum, var
-from .shape import (broadcast_to, cat, concat, expand, expand_dims, flatten, pad, permute, reshape, split,
+from .cumulative import cumprod, cumsum
+from .reduction import amax, amin, log_softmax, logsumexp, max, mean, min, prod, softmax, std, sum, var
+from .selection import argsort, gather, median, return_types, sort, topk
+from .shape import (broadcast_to, cat, chunk, concat, expand, expand_dims, flatten, pad, permute, reshape, split,
                     squeeze, stack, swapaxes, transpose, unsqueeze, view)
 
 __all__ = [
-    "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "cat", "clamp", "clip", "clone",
+    "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "argsort", "astype", "chunk", "cumprod", "cumsum",
+    "gather", "median", "return_types", "sort", "topk", "broadcast_to", "cat", "clamp", "clip", "clone",
     "concat", "div", "dropout", "elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu",
     "softmax_cross_entropy", "softplus", "tanh", "equal", "exp", "expand", "expand_dims", "flatten", "greater", "greater_equal", "isfinite",
     "isnan", "less", "less_equal", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp",
@@ -26,6 +29,7 @@ TENSOR_METHODS = (
     exp, log, sqrt, abs, clip, clamp, maximum, minimum, sum, mean, max, min, var, std, prod, logsumexp,
     softmax, log_softmax, argmax, argmin, any, all, reshape, view, flatten, permute, squeeze, unsqueeze,
     expand, broadcast_to, swapaxes, split, matmul, pow, isfinite, isnan, relu, sigmoid, tanh,
+    amax, amin, argsort, chunk, cumprod, cumsum, median, sort, topk,
 )
 
 

@@ -38,19 +38,32 @@ def broadcast_error(op, operands, exc):
     return ValueError(f"{op}: cannot broadcast shapes {shapes}: {exc}")
 
 
-def pick_axis(axis, dim, default=None):
-    """``axis=`` (NumPy) or ``dim=`` (PyTorch); a list becomes a tuple."""
-    if axis is not None and dim is not None:
-        raise TypeError("pass either axis= or dim=, not both")
-    value = axis if axis is not None else dim
-    if value is None:
-        return default
-    return tuple(value) if isinstance(value, list) else value
+class _Unset:
+    """The default of ``axis=``: tells "not given" (PyTorch's vocabulary) from ``axis=None`` (NumPy's, all axes)."""
+
+    def __repr__(self):
+        return "<not given>"
 
 
-def pick_keepdims(keepdims, keepdim):
-    """``keepdims=`` (NumPy) or ``keepdim=`` (PyTorch)."""
-    return bool(keepdims or keepdim)
+UNSET = _Unset()
+
+
+def dims(op, axis, dim, keepdims=None, keepdim=None, default=None):
+    """The axis and keepdims of a call, and whether it speaks NumPy.
+
+    The rule: ``dim=`` (or a positional dim) and ``keepdim=`` speak PyTorch; ``axis=`` and
+    ``keepdims=`` speak NumPy; a call with neither speaks PyTorch. Mixing the two vocabularies is a
+    TypeError. Returns ``(axis, keepdims, numpy_style)``; a list of axes becomes a tuple, and an axis
+    given by neither word is ``default``.
+    """
+    numpy_words = [w for w, v, unset in (("axis", axis, UNSET), ("keepdims", keepdims, None)) if v is not unset]
+    torch_words = [w for w, v in (("dim", dim), ("keepdim", keepdim)) if v is not None]
+    if numpy_words and torch_words:
+        raise TypeError(f"{op}: {'/'.join(numpy_words)}= (NumPy's vocabulary) cannot be mixed with "
+                        f"{'/'.join(torch_words)}= (PyTorch's: dim=, a positional dim, keepdim=) in one call; "
+                        "use axis=/keepdims= or dim=/keepdim=")
+    value = dim if dim is not None else axis if axis is not UNSET else default
+    return (tuple(value) if isinstance(value, list) else value), bool(keepdims or keepdim), bool(numpy_words)
 
 
 def normalize_axes(axis, ndim, op):

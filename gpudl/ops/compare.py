@@ -1,6 +1,6 @@
 """Comparisons, logical ops and arg-reductions: results carry no gradient."""
 from ..tensor import Tensor
-from ._util import broadcast_error, normalize_axes, operand, pick_axis, pick_keepdims
+from ._util import UNSET, broadcast_error, dims, normalize_axes, operand
 
 
 def _data(value):
@@ -54,16 +54,17 @@ def isnan(x):
 
 
 def _arg(name):
-    def op(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        axis = pick_axis(axis, dim)
+    def op(x, dim=None, keepdim=None, *, axis=UNSET, keepdims=None):
+        axis, keep, _ = dims(name, axis, dim, keepdims, keepdim)
         if axis is not None:
             axis = normalize_axes(axis, x.ndim, name)[0]
         if x.size == 0:
             raise ValueError(f"{name}: cannot take {name} of an empty tensor of shape {x.shape}")
-        return _result(x, getattr(x.data, name)(axis=axis, keepdims=pick_keepdims(keepdims, keepdim)))
+        return _result(x, getattr(x.data, name)(axis=axis, keepdims=keep))
     op.__name__ = name
     op.__doc__ = (f"Indices of the {'largest' if name == 'argmax' else 'smallest'} values along ``axis`` "
-                  "(first one on ties; flattened when axis is None), as int64.")
+                  "(first one on ties; flattened when dim is None), as int64. ``dim=``/``keepdim=`` or NumPy's "
+                  "``axis=``/``keepdims=``, not mixed.")
     return op
 
 
@@ -71,13 +72,13 @@ argmax = _arg("argmax")
 argmin = _arg("argmin")
 
 
-def any(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+def any(x, dim=None, keepdim=None, *, axis=UNSET, keepdims=None):
     """True where any element along ``axis`` is non-zero."""
-    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "any")
-    return _result(x, x.data.any(axis=axes, keepdims=pick_keepdims(keepdims, keepdim)))
+    axis, keep, _ = dims("any", axis, dim, keepdims, keepdim)
+    return _result(x, x.data.any(axis=normalize_axes(axis, x.ndim, "any"), keepdims=keep))
 
 
-def all(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+def all(x, dim=None, keepdim=None, *, axis=UNSET, keepdims=None):
     """True where every element along ``axis`` is non-zero."""
-    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "all")
-    return _result(x, x.data.all(axis=axes, keepdims=pick_keepdims(keepdims, keepdim)))
+    axis, keep, _ = dims("all", axis, dim, keepdims, keepdim)
+    return _result(x, x.data.all(axis=normalize_axes(axis, x.ndim, "all"), keepdims=keep))

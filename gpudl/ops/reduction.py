@@ -1,9 +1,17 @@
-"""Reductions: sum mean max min var std prod logsumexp, and softmax / log_softmax."""
+"""Reductions: sum mean max min amax amin var std prod logsumexp, and softmax / log_softmax.
+
+The NumPy/PyTorch rule (``gpudl.ops._util.dims``): ``dim=`` (or a positional dim) and ``keepdim=``
+speak PyTorch, ``axis=`` and ``keepdims=`` speak NumPy, a call with neither speaks PyTorch, and
+mixing them is a TypeError. Where the two differ: ``max``/``min`` with a dim return ``(values,
+indices)``; ``var``/``std`` divide by ``n - 1`` in PyTorch's vocabulary and by ``n`` in NumPy's.
+"""
 import math
 
 from ..autograd.function import Function
-from ._util import accumulation_dtype, normalize_axes, pick_axis, pick_keepdims
-from .elementwise import sqrt
+from ..tensor import Tensor
+from ._util import UNSET, accumulation_dtype, dims, normalize_axes
+from .elementwise import maximum, minimum, sqrt
+from .selection import values_and_indices
 
 
 def _expand_back(g, in_shape, axes, keepdims):
@@ -179,71 +187,97 @@ class LogSoftmax(Function):
         return g - self.xp.exp(y) * g.sum(axis=self.axis, keepdims=True)
 
 
-def _reduce(function_class, name):
-    def op(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        axes = normalize_axes(pick_axis(axis, dim), x.ndim, name)
-        return function_class(axes, pick_keepdims(keepdims, keepdim)).apply(x)
+def _reduce(function_class, name, doc):
+    def op(x, dim=None, keepdim=None, *, axis=UNSET, keepdims=None):
+        axis, keep, _ = dims(name, axis, dim, keepdims, keepdim)
+        return function_class(normalize_axes(axis, x.ndim, name), keep).apply(x)
     op.__name__ = name
-    op.__doc__ = (f"{name} over ``axis`` (int, tuple or None for all; ``dim=`` also accepted), "
-                  "keeping reduced axes with ``keepdims=True``.")
+    op.__doc__ = (f"{doc} over ``dim`` (an int, a tuple, or None for all); ``keepdim=True`` keeps the reduced "
+                  "dims. NumPy's ``axis=``/``keepdims=`` are accepted too (same result; don't mix the two).")
     return op
 
 
-sum = _reduce(Sum, "sum")
-mean = _reduce(Mean, "mean")
-prod = _reduce(Prod, "prod")
-logsumexp = _reduce(LogSumExp, "logsumexp")
+sum = _reduce(Sum, "sum", "The sum")
+mean = _reduce(Mean, "mean", "The mean")
+prod = _reduce(Prod, "prod", "The product")
+logsumexp = _reduce(LogSumExp, "logsumexp", "log(sum(exp(x))), computed stably,")
 
 
-def max(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
-    """Largest values over ``axis`` (values, as NumPy; use ``argmax`` for indices)."""
-    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "max")
-    return Extreme(axes, pick_keepdims(keepdims, keepdim), largest=True).apply(x)
+def _extreme(name, largest):
+    def op(x, dim=None, keepdim=None, *, axis=UNSET, keepdims=None):
+        if isinstance(dim, Tensor):  # PyTorch's max(a, b): the elementwise maximum
+            return (maximum if largest else minimum)(x, dim)
+        axis, keep, numpy_style = dims(name, axis, dim, keepdims, keepdim)
+        if numpy_style or axis is None or isinstance(axis, tuple):
+            return Extreme(normalize_axes(axis, x.ndim, name), keep, largest).apply(x)
+        return values_and_indices(x, axis, keep, largest)
+    op.__name__ = name
+    word = "largest" if largest else "smallest"
+    op.__doc__ = (
+        f"The {word} values. PyTorch's vocabulary: ``{name}(dim)``/``{name}(dim=d, keepdim=...)`` returns the named "
+        f"``(values, indices)`` (the first {word} element; its gradient goes there), ``{name}()`` the value over all "
+        f"elements (or over a tuple of dims), ``{name}(other_tensor)`` the elementwise "
+        f"{'maximum' if largest else 'minimum'}. NumPy's "
+        f"``{name}(axis=..., keepdims=...)`` returns the values (tied extremes share the gradient, as "
+        f"``a{name}``). Mixing the vocabularies is a TypeError.")
+    return op
 
 
-def min(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
-    """Smallest values over ``axis`` (values, as NumPy; use ``argmin`` for indices)."""
-    axes = normalize_axes(pick_axis(axis, dim), x.ndim, "min")
-    return Extreme(axes, pick_keepdims(keepdims, keepdim), largest=False).apply(x)
+max = _extreme("max", largest=True)
+min = _extreme("min", largest=False)
 
 
-def _ddof(ddof, correction, unbiased):
+def _extreme_values(name, largest):
+    def op(x, dim=None, keepdim=None, *, axis=UNSET, keepdims=None):
+        axis, keep, _ = dims(name, axis, dim, keepdims, keepdim)
+        return Extreme(normalize_axes(axis, x.ndim, name), keep, largest).apply(x)
+    op.__name__ = name
+    op.__doc__ = (f"PyTorch's ``{name}``: the {'largest' if largest else 'smallest'} values over ``dim`` (an int, a "
+                  "tuple or None for all), without indices; tied extremes share the gradient.")
+    return op
+
+
+amax = _extreme_values("amax", largest=True)
+amin = _extreme_values("amin", largest=False)
+
+
+def _ddof(numpy_style, ddof, correction, unbiased):
     given = [v is not None for v in (ddof, correction, unbiased)]
     if given.count(True) > 1:
         raise TypeError("var/std: pass only one of ddof=, correction= and unbiased=")
     if unbiased is not None:
         return 1 if unbiased else 0
     value = ddof if ddof is not None else correction
-    return 0 if value is None else value
+    if value is None:
+        return 0 if numpy_style else 1
+    return value
 
 
-def var(x, axis=None, keepdims=False, ddof=None, *, dim=None, keepdim=False, correction=None, unbiased=None):
-    """Variance over ``axis``; population (``ddof=0``) by default as NumPy, ``ddof``/``correction``/
-    ``unbiased`` select the sample variance."""
-    return _variance("var", x, pick_axis(axis, dim), pick_keepdims(keepdims, keepdim),
-                     _ddof(ddof, correction, unbiased))
+def var(x, dim=None, unbiased=None, keepdim=None, *, axis=UNSET, keepdims=None, ddof=None, correction=None):
+    """The variance over ``dim``. PyTorch's vocabulary (``dim=``, a positional dim, or no dim) divides
+    by ``n - 1`` (``correction=1``); NumPy's (``axis=``, ``keepdims=``) by ``n`` (``ddof=0``).
+    ``ddof=``, ``correction=`` or ``unbiased=`` choose explicitly, with either vocabulary."""
+    return _variance("var", x, dim, unbiased, keepdim, axis, keepdims, ddof, correction)
 
 
-def std(x, axis=None, keepdims=False, ddof=None, *, dim=None, keepdim=False, correction=None, unbiased=None):
-    """Standard deviation: the square root of ``var`` with the same arguments."""
-    return sqrt(_variance("std", x, pick_axis(axis, dim), pick_keepdims(keepdims, keepdim),
-                          _ddof(ddof, correction, unbiased)))
+def std(x, dim=None, unbiased=None, keepdim=None, *, axis=UNSET, keepdims=None, ddof=None, correction=None):
+    """The standard deviation: the square root of ``var`` with the same arguments (and the same rule:
+    ``dim=`` divides by ``n - 1``, ``axis=`` by ``n``)."""
+    return sqrt(_variance("std", x, dim, unbiased, keepdim, axis, keepdims, ddof, correction))
 
 
-def _variance(name, x, axis, keepdims, ddof):
-    return Var(normalize_axes(axis, x.ndim, name), keepdims, ddof).apply(x)
+def _variance(name, x, dim, unbiased, keepdim, axis, keepdims, ddof, correction):
+    axis, keep, numpy_style = dims(name, axis, dim, keepdims, keepdim)
+    return Var(normalize_axes(axis, x.ndim, name), keep, _ddof(numpy_style, ddof, correction, unbiased)).apply(x)
 
 
-def _single_axis(axis, dim, ndim, name):
-    axis = pick_axis(axis, dim, default=-1)
-    return normalize_axes(axis, ndim, name)[0]
+def softmax(x, dim=None, *, axis=UNSET):
+    """Softmax along ``dim`` (or ``axis=``; default: the last), computed stably."""
+    axis = dims("softmax", axis, dim, default=-1)[0]
+    return Softmax(normalize_axes(axis, x.ndim, "softmax")[0]).apply(x)
 
 
-def softmax(x, axis=None, *, dim=None):
-    """Softmax along ``axis`` (default: last), computed stably."""
-    return Softmax(_single_axis(axis, dim, x.ndim, "softmax")).apply(x)
-
-
-def log_softmax(x, axis=None, *, dim=None):
-    """log(softmax(x)) along ``axis`` (default: last), computed stably."""
-    return LogSoftmax(_single_axis(axis, dim, x.ndim, "log_softmax")).apply(x)
+def log_softmax(x, dim=None, *, axis=UNSET):
+    """log(softmax(x)) along ``dim`` (or ``axis=``; default: the last), computed stably."""
+    axis = dims("log_softmax", axis, dim, default=-1)[0]
+    return LogSoftmax(normalize_axes(axis, x.ndim, "log_softmax")[0]).apply(x)

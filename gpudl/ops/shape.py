@@ -1,9 +1,14 @@
-"""Shape ops: reshape transpose permute squeeze unsqueeze expand, concat stack split pad."""
+"""Shape ops: reshape transpose permute squeeze unsqueeze expand, concat stack split chunk pad.
+
+``dim=`` (or a positional dim) speaks PyTorch and ``axis=`` NumPy, never both in one call; where they
+differ (``split``'s int, ``squeeze`` of a longer dim) the docstring says how.
+"""
+import itertools
 import math
 
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._util import normalize_axes, pick_axis
+from ._util import UNSET, dims, normalize_axes
 
 
 class Reshape(Function):
@@ -192,22 +197,24 @@ def swapaxes(x, axis1, axis2):
     return transpose(x, axis1, axis2)
 
 
-def squeeze(x, axis=None, *, dim=None):
-    """Remove axes of length 1 (all of them, or those named)."""
-    axis = pick_axis(axis, dim)
+def squeeze(x, dim=None, *, axis=UNSET):
+    """Remove dims of length 1 (all of them, or those named). A named dim longer than 1 is left as it
+    is with ``dim=`` (PyTorch) and is an error with ``axis=`` (NumPy)."""
+    axis, _, numpy_style = dims("squeeze", axis, dim)
     if axis is None:
         axes = tuple(k for k, n in enumerate(x.shape) if n == 1)
     else:
         axes = normalize_axes(axis, x.ndim, "squeeze")
         for a in axes:
-            if x.shape[a] != 1:
+            if x.shape[a] != 1 and numpy_style:
                 raise ValueError(f"squeeze: axis {a} of shape {x.shape} has length {x.shape[a]}, not 1")
+        axes = tuple(a for a in axes if x.shape[a] == 1)
     return reshape(x, tuple(n for k, n in enumerate(x.shape) if k not in axes))
 
 
-def unsqueeze(x, axis=None, *, dim=None):
-    """Insert an axis of length 1 at position ``axis``."""
-    axis = pick_axis(axis, dim)
+def unsqueeze(x, dim=None, *, axis=UNSET):
+    """Insert a dim of length 1 at position ``dim`` (NumPy's ``expand_dims``: ``axis=``)."""
+    axis = dims("unsqueeze", axis, dim)[0]
     if not isinstance(axis, int) or not -x.ndim - 1 <= axis <= x.ndim:
         raise ValueError(f"unsqueeze: axis {axis!r} is out of range for a tensor with {x.ndim} dimensions")
     axis = axis % (x.ndim + 1)
@@ -242,11 +249,11 @@ def _check_same(tensors, op, axis):
         raise TypeError(f"{op}: all inputs must be tensors")
 
 
-def concat(tensors, axis=0, *, dim=None):
-    """Join tensors along an existing axis."""
+def concat(tensors, dim=None, *, axis=UNSET):
+    """Join tensors along an existing dim (``dim=`` or ``axis=``, default 0)."""
     tensors = list(tensors)
     _check_same(tensors, "concat", axis)
-    axis = normalize_axes(pick_axis(axis, dim), tensors[0].ndim, "concat")[0]
+    axis = normalize_axes(dims("concat", axis, dim, default=0)[0], tensors[0].ndim, "concat")[0]
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(
                 a != b for k, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if k != axis):
@@ -257,35 +264,69 @@ def concat(tensors, axis=0, *, dim=None):
 cat = concat
 
 
-def stack(tensors, axis=0, *, dim=None):
-    """Join tensors of equal shape along a new axis."""
+def stack(tensors, dim=None, *, axis=UNSET):
+    """Join tensors of equal shape along a new dim (``dim=`` or ``axis=``, default 0)."""
     tensors = list(tensors)
     _check_same(tensors, "stack", axis)
     if any(t.shape != tensors[0].shape for t in tensors):
         raise ValueError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
-    axis = pick_axis(axis, dim)
-    if not -tensors[0].ndim - 1 <= axis <= tensors[0].ndim:
+    axis = dims("stack", axis, dim, default=0)[0]
+    if not isinstance(axis, int) or not -tensors[0].ndim - 1 <= axis <= tensors[0].ndim:
         raise ValueError(f"stack: axis {axis} out of range for {tensors[0].ndim + 1} output dimensions")
     return Stack(axis % (tensors[0].ndim + 1)).apply(*tensors)
 
 
-def split(x, indices_or_sections, axis=0, *, dim=None):
-    """Split into pieces: ``sections`` equal parts (NumPy) or at the given indices, along ``axis``."""
-    axis = normalize_axes(pick_axis(axis, dim), x.ndim, "split")[0]
+def split(x, split_size_or_sections, dim=None, *, axis=UNSET):
+    """Split into pieces along a dim (default 0); the pieces are views.
+
+    PyTorch's vocabulary (``dim=``, a positional dim, or none): an int is the size of each piece (the
+    last may be smaller), a list the sizes of the pieces (summing to the dim's length). NumPy's
+    (``axis=``): an int is the number of equal pieces, a list the indices to cut at.
+    """
+    axis, _, numpy_style = dims("split", axis, dim, default=0)
+    axis = normalize_axes(axis, x.ndim, "split")[0]
     n = x.shape[axis]
-    if isinstance(indices_or_sections, int):
-        if indices_or_sections <= 0 or n % indices_or_sections:
-            raise ValueError(f"split: axis {axis} of length {n} cannot be split into {indices_or_sections} "
-                             "equal sections")
-        step = n // indices_or_sections
-        cuts = list(range(step, n, step))
+    spec = split_size_or_sections
+    if numpy_style:
+        cuts = _numpy_cuts(spec, n, axis)
+    elif isinstance(spec, int):
+        if spec <= 0:
+            raise ValueError(f"split: the piece size must be positive, got {spec} (to split into a number of equal "
+                             "pieces use axis= (NumPy) or chunk())")
+        cuts = list(range(spec, n, spec))
     else:
-        cuts = [int(c) for c in indices_or_sections]
+        sizes = [int(c) for c in spec]
+        if any(c < 0 for c in sizes) or sum(sizes) != n:
+            raise ValueError(f"split: piece sizes {sizes} must be non-negative and sum to the length {n} of dim "
+                             f"{axis} (shape {x.shape}); to cut at indices use axis= (NumPy)")
+        cuts = list(itertools.accumulate(sizes))[:-1]
+    return _split_at(x, cuts, axis)
+
+
+def _numpy_cuts(spec, n, axis):
+    if isinstance(spec, int):
+        if spec <= 0 or n % spec:
+            raise ValueError(f"split: axis {axis} of length {n} cannot be split into {spec} equal sections")
+        step = n // spec
+        return list(range(step, n, step))
+    return [int(c) for c in spec]
+
+
+def _split_at(x, cuts, axis):
+    n = x.shape[axis]
     edges = [0] + [min(max(c, 0), n) for c in cuts] + [n]
     bounds = [(lo, max(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])]
     result = Split(bounds, axis).apply(x)
     return list(result) if isinstance(result, tuple) else [result]
 
+
+def chunk(x, chunks, dim=0):
+    """PyTorch's ``chunk``: at most ``chunks`` pieces of ``ceil(length / chunks)`` along ``dim`` (views)."""
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
+    axis = normalize_axes(dim, x.ndim, "chunk")[0]
+    size = -(-x.shape[axis] // chunks)
+    return _split_at(x, list(range(size, x.shape[axis], size)) if size else [], axis)
 
 
 def pad(x, pad_width, value=0.0):
