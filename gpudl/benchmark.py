@@ -174,11 +174,16 @@ def peak_memory(make, steps=2):
 
 # ------------------------------------------------------------------------------------------- environment
 def environment():
-    """What the numbers depend on: versions, device, BLAS and its thread pools, thread variables, load."""
+    """What the numbers depend on: versions, device, BLAS and its thread pools, thread variables, load,
+    and which CPU kernels run the fused ops (compiled ``kernels/*.cuh`` or the NumPy twins)."""
     from . import __version__, backend
     device = backend.default_device()
     chosen = backend.backend_for(device)
     numpy_config = backend.NUMPY.xp.__config__.CONFIG
+    from .backend import cpu_kernels
+    status = cpu_kernels.status()  # builds the probe library now, before any timing
+    kernels = {"path": status.path, "reason": status.reason, "openmp_threads": status.threads,
+                   "GPUDL_CPU_KERNELS": os.environ.get("GPUDL_CPU_KERNELS")}
     return {
         "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
         "processor": _cpu_name(), "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0))
@@ -190,6 +195,8 @@ def environment():
         "thread_pools": thread_pools(),
         "thread_variables": {name: os.environ.get(name) for name in THREAD_VARIABLES},
         "GPUDL_BACKEND": os.environ.get("GPUDL_BACKEND"),
+        "cpu_kernels": kernels, "openmp_wait": {name: os.environ.get(name) for name in
+                                                    ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
     }
 
 

@@ -17,9 +17,10 @@ class NumpyBackend:
 
     @functools.cached_property
     def fused(self):
-        """The fused operations (activations, softmax-CE, dropout, optimizer updates)."""
-        from . import fused_numpy
-        return fused_numpy
+        """The fused operations (activations, softmax-CE, dropout, optimizer updates, recurrent
+        cells): the compiled kernels or their NumPy twins, as ``GPUDL_CPU_KERNELS`` chooses."""
+        from .cpu_kernels import fused_module
+        return fused_module()
 
     def device_of(self, array):
         """The device an array of this backend lives on."""

@@ -1,8 +1,9 @@
-"""``gpudl info``: the backend GPUDL_BACKEND selects, its device, and library versions."""
+"""``gpudl info``: the backend GPUDL_BACKEND selects, its device, the CPU kernels and library versions."""
 import platform
 
 from .. import __version__
 from .. import backend as _backend
+from ..backend import cpu_kernels
 
 
 def add_parser(commands):
@@ -21,6 +22,14 @@ def run(args) -> int:
     print(f"python {platform.python_version()} ({platform.machine()})")
     print(f"GPUDL_BACKEND={requested} -> backend {chosen.name}{fallback}")
     print(f"device: {device} ({chosen.describe_device(device)})")
+    print(f"CPU kernels: {describe_cpu_kernels()}")
     print(f"numpy {_backend.NUMPY.version()}")
     print(f"cupy {_backend.installed_cupy_version() or 'not installed'}")
     return 0
+
+
+def describe_cpu_kernels() -> str:
+    """One line: which path the NumPy backend's fused ops take (``GPUDL_CPU_KERNELS``) and why."""
+    status = cpu_kernels.status()
+    threads = f", {status.threads} OpenMP threads" if status.path == "native" else ""
+    return f"{status.path} ({status.reason}{threads})"

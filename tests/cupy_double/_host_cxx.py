@@ -1,7 +1,8 @@
 """C++ for kernels run on the host: CuPy's device-side vocabulary, compiled by g++.
 
 The shim, the ``float16`` class (CuPy's semantics: arithmetic in float, rounding on assignment)
-and the compile cache come from ``tests/kernels/host_math.py``; this module adds what kernels see
+and the compile cache are the NumPy backend's (``gpudl.backend.host_compiler``, which compiles
+the kernels for the CPU in production); this module adds what kernels see
 beyond the math: ``CArray`` (``raw`` parameters and the arrays behind non-raw ones, indexed by a
 flat C-order index, a multi-index or ``_ind.get()``, every access bounds-checked), ``CIndexer``,
 atomics executed sequentially, CuPy's float16 helpers, and the ``i`` loop of a launch.
@@ -10,7 +11,7 @@ import ctypes
 
 import numpy
 
-from tests.kernels import host_math
+from gpudl.backend import host_compiler
 
 from ._manifest import no_stand_in
 
@@ -21,7 +22,7 @@ _C_NAMES = {"?": "bool", "b": "signed char", "B": "unsigned char", "h": "short",
             "e": "float16", "f": "float", "d": "double", "F": "complex<float>",
             "D": "complex<double>"}
 
-PRELUDE = host_math.SHIM + r"""
+PRELUDE = host_compiler.SHIM + r"""
 #include <cstring>
 #include <initializer_list>
 using std::pow; using std::sin; using std::cos; using std::tan; using std::exp2;
@@ -142,7 +143,10 @@ class CArray {
 };
 """
 
-HostCompileError = host_math.HostCompileError
+HostCompileError = host_compiler.HostCompileError
+# Kernels are built many times over (one library per launch signature): quick to compile, and
+# without FMA contraction so that results match the NumPy twins' rounding.
+FLAGS = ("-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math")
 _libraries = {}
 
 
@@ -178,7 +182,7 @@ def compile_entry(source):
     """The ``_cupy_double_entry`` function of ``source`` (g++, cached by source hash)."""
     lib = _libraries.get(source)
     if lib is None:
-        lib = host_math.build(source)
+        lib = host_compiler.build(source, FLAGS, name="cupy_double")
         lib._cupy_double_entry.restype = ctypes.c_int
         _libraries[source] = lib
     return lib

@@ -1,0 +1,118 @@
+"""Which implementation runs the NumPy backend's fused ops: the compiled kernels or the twins.
+
+``GPUDL_CPU_KERNELS`` chooses: ``native`` (the kernels of ``kernels/*.cuh`` compiled by the host
+C++ compiler, ``fused_native``; an error if that is impossible), ``numpy`` (the pure-NumPy twins,
+``fused_numpy``) or ``auto`` (the default: native when a probe library builds and loads, else
+the twins, announced by one line on stderr). The choice is made once per process, when the
+backend's fused ops are first asked for.
+
+Threads: OpenMP reads ``OMP_NUM_THREADS`` (``gpudl bench --threads`` sets it) when the first
+kernel library loads libgomp. NumPy's OpenBLAS keeps its own pthreads, so two thread pools share
+the cores. Spinning is what makes that costly: an idle libgomp thread busy-waits (without
+yielding) for up to ``GOMP_SPINCOUNT`` iterations after each parallel loop, which on a 2-core
+machine takes a core away from the next matrix product. Unless the user set ``OMP_WAIT_POLICY``
+or ``GOMP_SPINCOUNT``, gpudl sets ``OMP_WAIT_POLICY=PASSIVE`` before loading libgomp: our threads
+sleep as soon as a loop ends (waking them costs a few microseconds, paid only by loops long
+enough to be split, see ``native_kernels.PARALLEL_MIN``). OpenBLAS's idle threads poll with
+``sched_yield`` between matrix products, so they give way to ours.
+"""
+import ctypes
+import os
+import sys
+from typing import NamedTuple
+
+from . import host_compiler
+from .selection import BackendError
+
+VALID_CHOICES = ("auto", "native", "numpy")
+_PROBE = r"""
+#include <omp.h>
+extern "C" int gpudl_probe_threads(float x) {
+  float16 h = x;  // the float16 class needs _Float16 (GCC >= 12 on x86-64)
+  return (float)h == x ? omp_get_max_threads() : -1;
+}
+"""
+
+
+class Status(NamedTuple):
+    """The active path (``native`` or ``numpy``), why, and for native the OpenMP thread count."""
+    path: str
+    reason: str
+    threads: int = 0
+
+
+_status = None
+
+
+def requested() -> str:
+    """``GPUDL_CPU_KERNELS`` (default ``auto``), validated."""
+    raw = os.environ.get("GPUDL_CPU_KERNELS", "auto")
+    choice = raw.strip().lower() or "auto"
+    if choice not in VALID_CHOICES:
+        raise BackendError(f"GPUDL_CPU_KERNELS={raw!r} is not valid; valid values are: "
+                           f"{', '.join(VALID_CHOICES)}")
+    return choice
+
+
+def configure_openmp():
+    """Make libgomp's idle threads sleep instead of spin (see the module docstring), unless the
+    user chose a policy. Must run before the first kernel library loads libgomp."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def _probe():
+    """Build and load the probe library; return the OpenMP thread count."""
+    configure_openmp()
+    lib = host_compiler.build(host_compiler.SHIM + _PROBE, name="probe")
+    threads = lib.gpudl_probe_threads
+    threads.argtypes = [ctypes.c_float]
+    count = threads(1.5)
+    if count < 1:
+        raise host_compiler.HostCompileError("the compiler's _Float16 does not round-trip 1.5")
+    return count
+
+
+def status() -> Status:
+    """The path the NumPy backend's fused ops take in this process (decided on first call).
+
+    Raises BackendError for an invalid ``GPUDL_CPU_KERNELS`` or for ``native`` without a
+    usable compiler.
+    """
+    global _status
+    if _status is None:
+        _status = _decide(requested())
+    return _status
+
+
+def _decide(choice):
+    if choice == "numpy":
+        return Status("numpy", "GPUDL_CPU_KERNELS=numpy")
+    try:
+        threads = _probe()
+    except (host_compiler.CompilerUnavailable, host_compiler.HostCompileError) as exc:
+        reason = str(exc).splitlines()[0]
+        if choice == "native":
+            raise BackendError(f"GPUDL_CPU_KERNELS=native, but the CPU kernels cannot be built: "
+                               f"{reason}") from None
+        print(f"gpudl: CPU fused ops use the NumPy twins ({reason})", file=sys.stderr)
+        return Status("numpy", f"auto: no usable C++ compiler ({reason})")
+    path, version = host_compiler.compiler_identity(host_compiler.compiler())
+    return Status("native", f"GPUDL_CPU_KERNELS={choice}: {version} ({path}), "
+                  f"cache {host_compiler.cache_dir() / 'cpu-kernels'}", threads)
+
+
+def fused_module():
+    """The module of fused ops for NumPy arrays: ``fused_native`` or ``fused_numpy``."""
+    if status().path == "native":
+        from . import fused_native
+        return fused_native
+    from . import fused_numpy
+    return fused_numpy
+
+
+def reset():
+    """Forget the decision (tests change ``GPUDL_CPU_KERNELS`` or ``CXX`` and ask again)."""
+    global _status
+    _status = None
+    host_compiler.compiler_identity.cache_clear()

@@ -1,0 +1,290 @@
+"""The kernels of ``kernel_specs`` as host functions: the launch loop and its Python caller.
+
+CuPy turns a spec into a CUDA kernel with one thread per element ``i``; :func:`library_source`
+turns the same spec (preamble, parameter list, operation string) into C++ with a loop over
+``i`` instead, split across cores with OpenMP and vectorised by the compiler. One library holds
+every dtype signature a kernel has in ``kernel_specs.SIGNATURES``, so a kernel declared there is
+built for the host without further code. :class:`NativeKernel` calls it as CuPy calls a kernel:
+input arguments, then optional outputs (allocated when left out), broadcasting non-raw arrays.
+
+Layouts: non-raw arrays are either all C-contiguous with one shape (a flat loop the compiler
+vectorises) or broadcast to a common shape of at most 2 dimensions and read through element
+strides (``i`` stays the C-order index, as on the device); other layouts are copied first.
+``raw`` arrays are flat pointers and must be C-contiguous (outputs) or are made so (inputs).
+"""
+import ctypes
+import functools
+
+import numpy as np
+
+from . import host_compiler
+from .kernel_specs import KERNELS, SIGNATURES
+
+C_TYPES = {"float16": "float16", "float32": "float", "float64": "double", "int8": "signed char",
+           "int16": "short", "int32": "int", "int64": "long long", "uint8": "unsigned char",
+           "uint16": "unsigned short", "uint32": "unsigned int", "uint64": "unsigned long long",
+           "bool": "bool"}
+_CTYPES_SCALAR = {"float32": ctypes.c_float, "float64": ctypes.c_double, "int32": ctypes.c_int,
+                  "int64": ctypes.c_longlong, "uint64": ctypes.c_ulonglong, "bool": ctypes.c_bool}
+
+# A loop runs on all OpenMP threads from this many elements on: below it, waking the threads
+# costs more than the loop. Cheap kernels (a compare or a multiply-add per element, memory bound)
+# need more elements than those calling exp/erf/tanh per element.
+PARALLEL_MIN = 1 << 13
+PARALLEL_MIN_CHEAP = 1 << 16
+_CHEAP = frozenset({"relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+                    "sgd", "sgd_momentum", "check_class_indices"})
+
+
+class Param:
+    """One kernel parameter: ``raw``, its type (a placeholder letter or a dtype name), its name."""
+
+    __slots__ = ("raw", "type", "name", "is_input")
+
+    def __init__(self, text, is_input):
+        words = text.split()
+        self.raw = words[0] == "raw"
+        self.type, self.name = words[-2], words[-1]
+        self.is_input = is_input
+
+    @property
+    def is_placeholder(self):
+        """True for a type letter (``T``) bound per call, False for a fixed dtype (``int64``)."""
+        return len(self.type) == 1
+
+
+def parse_params(spec):
+    """The spec's parameters, inputs then outputs, as :class:`Param` objects."""
+    return ([Param(p, True) for p in spec["in_params"].split(",") if p.strip()]
+            + [Param(p, False) for p in spec["out_params"].split(",") if p.strip()])
+
+
+def _dtype_name(entry):
+    return entry[1] if isinstance(entry, tuple) else entry
+
+
+def type_map(params, dtypes):
+    """``{letter: dtype name}`` from the dtypes given per parameter."""
+    letters = {}
+    for p, d in zip(params, dtypes):
+        if p.is_placeholder:
+            letters.setdefault(p.type, np.dtype(_dtype_name(d)).name)
+    return letters
+
+
+def _c_type(p, letters):
+    return C_TYPES[letters[p.type] if p.is_placeholder else np.dtype(p.type).name]
+
+
+def entry_name(spec, index):
+    """The C symbol of signature ``index`` of a spec's library."""
+    return f"{spec['name']}__sig{index}"
+
+
+def _arguments(params, dtypes, letters):
+    """The C parameter list: arrays as pointers (non-raw ones as ``_p_<name>``), scalars by value."""
+    args = []
+    for p, d in zip(params, dtypes):
+        ct = _c_type(p, letters)
+        const = "const " if p.is_input else ""
+        if isinstance(d, tuple):
+            args.append(f"const {ct} {p.name}")
+        else:
+            args.append(f"{const}{ct}* {p.name if p.raw else '_p_' + p.name}")
+    return ", ".join(args + ["long long _rows", "long long _cols", "const long long* _strides"])
+
+
+def _element_refs(params, dtypes, letters, strided):
+    """References binding each non-raw array's element ``i`` to the parameter's name."""
+    refs, k = [], 0
+    for p, d in zip(params, dtypes):
+        if p.raw or isinstance(d, tuple):
+            continue
+        index = f"_r * _strides[{2 * k}] + _c * _strides[{2 * k + 1}]" if strided else "i"
+        const = "const " if p.is_input else ""
+        refs.append(f"{const}{_c_type(p, letters)}& {p.name} = _p_{p.name}[{index}];")
+        k += 1
+    return " ".join(refs)
+
+
+def _elementwise_entry(spec, params, dtypes, letters, symbol, parallel_min):
+    flat = f"{_element_refs(params, dtypes, letters, False)} {spec['operation']};"
+    strided = f"{_element_refs(params, dtypes, letters, True)} {spec['operation']};"
+    return f"""extern "C" void {symbol}({_arguments(params, dtypes, letters)}) {{
+  const long long _n = _rows * _cols;
+  if (_strides == nullptr) {{
+    if (_n >= {parallel_min}) {{
+#pragma omp parallel for schedule(static)
+      for (long long i = 0; i < _n; ++i) {{ {flat} }}
+    }} else {{
+      for (long long i = 0; i < _n; ++i) {{ {flat} }}
+    }}
+  }} else {{
+#pragma omp parallel for schedule(static) if(_n >= {parallel_min})
+    for (long long _r = 0; _r < _rows; ++_r) {{
+      for (long long _c = 0; _c < _cols; ++_c) {{
+        const long long i = _r * _cols + _c;
+        {strided}
+      }}
+    }}
+  }}
+}}"""
+
+
+def _reduction_entry(spec, params, dtypes, letters, symbol, parallel_min):
+    reduce_type = spec["reduce_type"]
+    rt = C_TYPES[letters[reduce_type]] if reduce_type in letters else C_TYPES.get(reduce_type,
+                                                                                  reduce_type)
+    ins = [p for p in params if p.is_input]
+    outs = [p for p in params if not p.is_input]
+    in_dtypes = dtypes[:len(ins)]
+    out_refs = " ".join(f"{_c_type(p, letters)}& {p.name} = _p_{p.name}[_r];" for p in outs)
+    return f"""extern "C" void {symbol}({_arguments(params, dtypes, letters)}) {{
+#pragma omp parallel for schedule(static) if(_rows * _cols >= {parallel_min})
+  for (long long _r = 0; _r < _rows; ++_r) {{
+    {rt} _s = {rt}({spec['identity']});
+    for (long long _c = 0; _c < _cols; ++_c) {{
+      {_element_refs(ins, in_dtypes, letters, True)}
+      const {rt} _m = static_cast<{rt}>({spec['map_expr']});
+      {{ const {rt} a = _s, b = _m; _s = ({spec['reduce_expr']}); }}
+    }}
+    {{ const {rt} a = _s; {out_refs} {spec['post_map_expr']}; }}
+  }}
+}}"""
+
+
+def library_source(spec, signatures, preamble=None, parallel_min=PARALLEL_MIN):
+    """C++ for ``spec`` with one ``extern "C"`` entry per dtype signature (see :func:`entry_name`),
+    each in a namespace of its own with its ``typedef``s. ``signatures`` are dtype tuples as in
+    ``kernel_specs.Signature.dtypes``; ``preamble`` replaces the spec's (tests use it)."""
+    params = parse_params(spec)
+    make = _reduction_entry if spec.get("kind") == "reduction" else _elementwise_entry
+    parts = [host_compiler.SHIM, spec["preamble"] if preamble is None else preamble]
+    for index, dtypes in enumerate(signatures):
+        letters = type_map(params, dtypes)
+        typedefs = " ".join(f"typedef {C_TYPES[d]} {t};" for t, d in letters.items())
+        parts.append(f"namespace gpudl_signature_{index} {{\n{typedefs}\n"
+                     + make(spec, params, dtypes, letters, entry_name(spec, index), parallel_min)
+                     + "\n}")
+    return "\n".join(parts)
+
+
+def dtype_signatures(name):
+    """The distinct dtype tuples of kernel ``name`` in ``SIGNATURES`` (layout variants merged)."""
+    return list(dict.fromkeys(tuple(s.dtypes) for s in SIGNATURES[name]))
+
+
+def load_entries(spec, signatures, preamble=None, flags=host_compiler.NATIVE_FLAGS,
+                 parallel_min=PARALLEL_MIN):
+    """Build (cached) and load ``spec``'s library; return ``{array dtypes: ctypes function}``,
+    keyed by the tuple of ``numpy.dtype`` of every array parameter (scalars left out)."""
+    source = library_source(spec, signatures, preamble, parallel_min)
+    lib = host_compiler.build(source, flags, name=spec["name"])
+    entries = {}
+    for index, dtypes in enumerate(signatures):
+        fn = getattr(lib, entry_name(spec, index))
+        fn.restype = None
+        fn.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.c_void_p
+                       for d in dtypes] + [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p]
+        entries[tuple(np.dtype(d) for d in dtypes if not isinstance(d, tuple))] = fn
+    return entries
+
+
+class NativeKernel:
+    """A kernel of ``kernel_specs.KERNELS`` run on the host, called like a CuPy kernel.
+
+    ``kernel(*inputs)`` returns the outputs (one array or a tuple); ``kernel(*inputs, *outputs)``
+    writes into the given ones. Non-raw arrays broadcast against each other; outputs left out
+    get the broadcast shape and the dtype their type letter is bound to by the inputs.
+    """
+
+    def __init__(self, name, entries):
+        self.name = name
+        spec = KERNELS[name]
+        self.params = parse_params(spec)
+        self.n_in = sum(p.is_input for p in self.params)
+        self.is_reduction = spec.get("kind") == "reduction"
+        self.entries = entries
+
+    def __call__(self, *args):
+        params = self.params
+        if len(args) not in (self.n_in, len(params)):
+            raise TypeError(f"{self.name}: expected {self.n_in} or {len(params)} arguments, "
+                            f"got {len(args)}")
+        args = list(args)
+        if len(args) == self.n_in:
+            args += self._allocate(args)
+        arrays = [(p, a) for p, a in zip(params, args) if isinstance(a, np.ndarray)]
+        key = tuple(a.dtype for _, a in arrays)
+        entry = self.entries.get(key)
+        if entry is None:
+            raise TypeError(f"{self.name}: no native signature for array dtypes "
+                            f"{[str(d) for d in key]}")
+        if self._flat(arrays):
+            rows, cols, strides = 1, next(a.size for p, a in arrays if not p.raw), None
+            values = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
+        else:
+            values, rows, cols, strides, _alive = self._strided(params, args)
+        entry(*values, rows, cols, strides)  # _alive: the copies and views pointed into
+        outs = args[self.n_in:]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _allocate(self, args):
+        """Outputs for a call that gave only inputs (CuPy's rules: broadcast shape; dtype of the
+        type letter, else the parameter's own dtype)."""
+        inputs = [(p, a) for p, a in zip(self.params, args) if isinstance(a, np.ndarray)]
+        letters = {p.type: a.dtype for p, a in inputs if p.is_placeholder}
+        shape = np.broadcast_shapes(*(a.shape for p, a in inputs if not p.raw))
+        if self.is_reduction:
+            shape = shape[:-1]
+        return [np.empty(shape, letters[p.type] if p.is_placeholder else np.dtype(p.type))
+                for p in self.params[self.n_in:]]
+
+    def _flat(self, arrays):
+        """Whether a flat launch fits: an elementwise kernel whose arrays are all C-contiguous
+        and whose non-raw arrays all have one shape."""
+        shapes = [a.shape for p, a in arrays if not p.raw]
+        return not self.is_reduction and all(s == shapes[0] for s in shapes) and all(
+            a.flags.c_contiguous for _, a in arrays)
+
+    def _strided(self, params, args):
+        """Argument values, rows, cols, the element-stride pointer of a broadcast launch and the
+        arrays that must stay alive until the call returns."""
+        shaping = [a.shape for p, a in zip(params, args) if isinstance(a, np.ndarray)
+                   and not p.raw and (p.is_input or not self.is_reduction)]
+        shape = np.broadcast_shapes(*shaping) if shaping else ()
+        rows, cols = (int(np.prod(shape[:-1])), shape[-1]) if shape else (1, 1)
+        values, strides, keep = [], [], []
+        for p, a in zip(params, args):
+            if not isinstance(a, np.ndarray):
+                values.append(a)
+                continue
+            if p.raw:
+                if not a.flags.c_contiguous:
+                    if not p.is_input:
+                        raise ValueError(f"{self.name}: raw output {p.name} must be C-contiguous")
+                    a = np.ascontiguousarray(a)
+            elif p.is_input or not self.is_reduction:
+                view = np.broadcast_to(a, shape) if p.is_input else a
+                if view.ndim > 2 and p.is_input:
+                    view = np.ascontiguousarray(view)
+                elif view.ndim > 2 and not view.flags.c_contiguous:
+                    raise ValueError(f"{self.name}: output {p.name} of shape {a.shape} must be "
+                                     "C-contiguous or have at most 2 dimensions")
+                if view.ndim != 2:
+                    view = view.reshape(rows, cols)
+                strides += [view.strides[0] // a.itemsize, view.strides[1] // a.itemsize]
+                a = view
+            keep.append(a)
+            values.append(a.ctypes.data)
+        stride_array = np.array(strides or [0], dtype=np.int64)
+        keep.append(stride_array)
+        return values, rows, cols, stride_array.ctypes.data, keep
+
+
+@functools.cache
+def kernel(name):
+    """The :class:`NativeKernel` for ``kernel_specs.KERNELS[name]`` (built and loaded once)."""
+    parallel_min = PARALLEL_MIN_CHEAP if name in _CHEAP else PARALLEL_MIN
+    signatures = dtype_signatures(name)
+    return NativeKernel(name, load_entries(KERNELS[name], signatures, parallel_min=parallel_min))
