@@ -1,4 +1,4 @@
-"""The ``gpudl`` command line: ``info``, ``train`` and ``bench`` (one module each in gpudl/commands/).
+"""The ``gpudl`` command line: ``info``, ``train``, ``bench`` and ``tune`` (one module each in gpudl/commands/).
 
 Exit codes: 0 success, 2 bad arguments, 1 failure (with a one-line reason on stderr).
 """
@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from . import backend as _backend
-from .commands import CommandError, bench, info, train
+from .commands import CommandError, bench, info, train, tune
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="gpudl", description="gpudl: deep learning on NumPy (CPU) or CuPy (GPU)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (info, train, bench):
+    for command in (info, train, bench, tune):
         command.add_parser(commands)
     return parser
 
