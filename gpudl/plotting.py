@@ -1,8 +1,11 @@
 """Training curves as a PNG (matplotlib is an optional extra: ``pip install 'gpudl[plot]'``)."""
 
 
-def plot_history(history, path, title="training"):
-    """Write loss and accuracy per epoch (train and validation) side by side to ``path``."""
+def history_figure(history, title="training"):
+    """A matplotlib figure of loss and accuracy per epoch (train and validation) side by side.
+
+    Epoch ticks are whole numbers, also for a single epoch (MaxNLocator's default wants two ticks
+    and otherwise falls back to fractions)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -14,11 +17,18 @@ def plot_history(history, path, title="training"):
         if history.get(f"val_{metric}"):
             axes.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
         axes.legend()
     figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def plot_history(history, path, title="training"):
+    """Write ``history_figure(history, title)`` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+    figure = history_figure(history, title)
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "== pass 1/3: every test on the NumPy backend (skips: the device=cuda cases without a GPU, run in pass 3 on the CuPy double; tests needing PyTorch or Fashion-MNIST where absent)"
 .venv/bin/python -m pytest tests "$@"
+echo "== pass 2/3: NVRTC compile of every kernel with the CUDA 12 toolchain (no GPU needed, nothing skips)"
 bash scripts/check_kernels_cuda12.sh
+echo "== pass 3/3: the tests through the CuPy backend on the CPU test double (skips: files that need the real CuPy, run in passes 1-2)"
 GPUDL_BACKEND=cupy GPUDL_CUPY_DOUBLE=1 .venv/bin/python -m pytest -p tests.cupy_double.pytest_plugin tests "$@"

@@ -6,14 +6,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import gpudl
 from gpudl import nn, optim
-from gpudl.data import DataLoader, FashionMNIST, TensorDataset, random_split, spiral, write_idx
+from gpudl.data import DataLoader, FashionMNIST, TensorDataset, random_split, spiral
 from gpudl.train import METRICS, evaluate, fit
 
+from cli_helpers import last_line_accuracy, one_error_line, run_cli, write_fake_fashion
 from conftest import subprocess_env
 REAL_DATA = Path(os.environ.get("GPUDL_DATA", "/usr/share/datasets/fashion-mnist"))
 
@@ -90,29 +90,14 @@ def test_early_stopping_needs_validation():
 @pytest.fixture(scope="module")
 def fake_data(tmp_path_factory):
     """Four IDX files of a learnable 10-class problem: each class lights up its own image band."""
-    folder = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 600), ("t10k", 200)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for k in range(n):
-            images[k, 2 * labels[k]:2 * labels[k] + 3] = 255
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
-
-
-def run_cli(*args, timeout=300):
-    env = subprocess_env(GPUDL_BACKEND=os.environ.get("GPUDL_BACKEND", "numpy"))
-    return subprocess.run([sys.executable, "-m", "gpudl.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return write_fake_fashion(tmp_path_factory.mktemp("fashion"))
 
 
 def test_cli_trains_and_writes_history_and_checkpoint(fake_data, tmp_path):
     result = run_cli("train", "mlp", "--epochs", 2, "--data", fake_data, "--out", tmp_path, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "epoch 2/2: train loss" in result.stdout
-    accuracy = float(result.stdout.split("test accuracy: ")[1].split("%")[0])
+    accuracy = last_line_accuracy(result)
     assert accuracy > 80.0  # the bands make the fake problem easy
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["train_loss"]) == 2 and history["test_acc"] == pytest.approx(accuracy / 100, abs=1e-4)
@@ -130,10 +115,10 @@ def test_cli_bad_arguments_exit_2(args):
 
 
 def test_cli_missing_data_exits_1_with_one_line_reason(tmp_path):
-    result = run_cli("train", "mlp", "--data", tmp_path / "nowhere", "--out", tmp_path / "out", "--no-progress")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gpudl: error:") and "dataset-fashion-mnist" in lines[0]
+    line = one_error_line(run_cli("train", "mlp", "--data", tmp_path / "nowhere", "--out", tmp_path / "out",
+                                  "--no-progress"))
+    assert "dataset-fashion-mnist" in line
+    assert "pass --data FOLDER or set GPUDL_DATA" in line and "root=" not in line  # the flag a CLI user types
 
 
 def test_cli_resume_without_checkpoint_exits_1(tmp_path, fake_data):

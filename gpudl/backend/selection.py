@@ -27,8 +27,9 @@ def cupy_gpu_usable() -> bool:
         return False
 
 
-def require_cupy(reason: str):
-    """Import CuPy for ``reason`` or raise a BackendError saying what is missing."""
+def require_cupy(reason: str, cpu_choice: str = "GPUDL_BACKEND=numpy or auto"):
+    """Import CuPy for ``reason`` or raise a BackendError saying what is missing (and that ``cpu_choice``,
+    in the words the caller's user typed, runs on the CPU)."""
     try:
         import cupy  # noqa: F401
     except ImportError as exc:
@@ -39,7 +40,7 @@ def require_cupy(reason: str):
         raise BackendError(
             f"{reason} needs a CUDA GPU, but CuPy is installed and finds no usable GPU "
             "(cupy.cuda.is_available() is False: no device, or no/too old NVIDIA driver); "
-            "use GPUDL_BACKEND=numpy or auto to run on the CPU")
+            f"use {cpu_choice} to run on the CPU")
 
 
 def resolve(name: str) -> str:

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from .. import backend as _backend
-from . import CommandError
+from . import CommandError, runs
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
@@ -29,47 +29,61 @@ def _number(kind, low, high=None, low_inclusive=True):
 _positive_int = _number(int, 0, low_inclusive=False)
 _positive_float = _number(float, 0.0, low_inclusive=False)
 _fraction = _number(float, 0.0, 1.0)
+DEFAULT = " (default: %(default)s)"
 
 
 def add_parser(commands):
     """Register the sub-command and its options."""
     parser = commands.add_parser("train", help="train mlp, cnn or lstm on Fashion-MNIST",
                                  description="Train a model on Fashion-MNIST: a seeded validation split is held "
-                                             "out of the training set; the test split is evaluated once, at the end.")
+                                             "out of the training set; the test split is evaluated once, at the end. "
+                                             "Each run writes to a new folder runs/<model>/N unless --out is given.")
     parser.add_argument("model", choices=("mlp", "cnn", "lstm"))
     add_training_options(parser)
-    parser.add_argument("--out", default=None, help="output folder (default: runs/<model>)")
+    parser.add_argument("--out", default=None, help="output folder; refused if it holds a run, unless --resume "
+                                                    "(default: a new folder runs/<model>/N)")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                        help="continue from a checkpoint (default: <out>/checkpoint.npz)")
+                        help="continue a run from its checkpoint (without CHECKPOINT: <out>/checkpoint.npz, or "
+                             "the newest run in runs/<model>); says where it resumes and what changed")
     parser.add_argument("--plot", action="store_true", help="write curves.png (needs matplotlib)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines (stderr)")
     parser.set_defaults(run=run)
 
 
 def add_training_options(parser):
     """The options that define a training run (model size, optimisation, data), shared with ``gpudl tune``."""
     from ..models import WIDTHS
-    parser.add_argument("--epochs", type=_positive_int, default=3)
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
-    parser.add_argument("--lr", type=_positive_float, default=1e-3)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    parser.add_argument("--momentum", type=_fraction, default=0.9, help="momentum of --optimizer momentum")
-    parser.add_argument("--weight-decay", type=_number(float, 0.0), default=0.0)
-    parser.add_argument("--dropout", type=_fraction, default=0.0)
+    parser.add_argument("--epochs", type=_positive_int, default=3,
+                        help="epochs in all, with --resume those done included" + DEFAULT)
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size" + DEFAULT)
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate" + DEFAULT)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="momentum: SGD with --momentum"
+                                                                                + DEFAULT)
+    parser.add_argument("--momentum", type=_fraction, default=0.9, help="momentum of --optimizer momentum" + DEFAULT)
+    parser.add_argument("--weight-decay", type=_number(float, 0.0), default=0.0, help="L2 penalty" + DEFAULT)
+    parser.add_argument("--dropout", type=_fraction, default=0.0, help="dropout probability" + DEFAULT)
     parser.add_argument("--width", type=_positive_int, default=None,
                         help="model size: " + "; ".join(f"{name}: {what} (default {default})"
                                                         for name, (default, what, _) in WIDTHS.items()))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds weights, split, data order, dropout" + DEFAULT)
     parser.add_argument("--backend", choices=_backend.VALID_BACKENDS, default=None,
-                        help="overrides GPUDL_BACKEND for this run")
+                        help="overrides GPUDL_BACKEND for this run (default: $GPUDL_BACKEND, else auto)")
     parser.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files "
                                                      "(default: $GPUDL_DATA, else /usr/share/datasets/fashion-mnist)")
     parser.add_argument("--limit", type=_positive_int, default=None,
                         help="use only the first N training and test examples (quick runs)")
-    parser.add_argument("--val-fraction", type=_fraction, default=0.1)
+    parser.add_argument("--val-fraction", type=_fraction, default=0.1,
+                        help="share of the training set held out for validation" + DEFAULT)
+    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="start from the weights of a saved model (same parameter names and shapes)")
+    parser.add_argument("--freeze", nargs="+", action="extend", default=None, metavar="PREFIX",
+                        help="leave the parameters under these names untrained (the MLP's 1 3: 1.weight, 1.bias, "
+                             "3.weight, 3.bias)")
 
 
 def _select_backend(name):
+    if name == "cupy":
+        _backend.require_cupy("--backend cupy", cpu_choice="--backend numpy or auto")
     if name is not None:
         os.environ["GPUDL_BACKEND"] = name
         _backend.set_default_device("cpu" if _backend.resolve(name) == "numpy" else "cuda")
@@ -99,7 +113,9 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
     Optuna there); ``test=False`` leaves the test split untouched."""
     import gpudl
     from .. import models, nn
-    from ..data import DataLoader, FashionMNIST, random_split
+    from ..data import DataError, DataLoader, FashionMNIST, random_split
+    from ..data.mnist import ROOT_HINT
+    from ..finetune import trainable_parameters
     from ..train import evaluate, fit
     if args.plot:
         try:
@@ -107,17 +123,21 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install 'gpudl[plot]'") from None
     _select_backend(args.backend)
-    out = Path(args.out or Path("runs") / args.model)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint.npz"
-    resume = None if args.resume is None else Path(args.resume or checkpoint)
-    if resume is not None and not resume.is_file():
-        raise CommandError(f"--resume: no checkpoint at {resume}")
+    out, resume = runs.plan_folders(args.model, args.out, args.resume)
+    state = None
+    if resume is not None:
+        try:
+            state = gpudl.load(resume)
+        except ValueError as exc:  # a CheckpointError: missing, corrupt or not a checkpoint
+            raise CommandError(f"--resume: {exc}") from None
 
     gpudl.manual_seed(args.seed)
     layout = {"flatten": args.model == "mlp", "sequence": args.model == "lstm"}
-    train_set = FashionMNIST(root=args.data, split="train", limit=args.limit, **layout)
-    test_set = FashionMNIST(root=args.data, split="test", limit=args.limit, **layout)
+    try:
+        train_set = FashionMNIST(root=args.data, split="train", limit=args.limit, **layout)
+        test_set = FashionMNIST(root=args.data, split="test", limit=args.limit, **layout)
+    except DataError as exc:
+        raise CommandError(str(exc).replace(ROOT_HINT, "pass --data FOLDER or set GPUDL_DATA")) from None
     n_val = round(len(train_set) * args.val_fraction)
     train_part, val_part = random_split(train_set, [len(train_set) - n_val, n_val], seed=args.seed)
     train_loader = DataLoader(train_part, batch_size=args.batch_size, shuffle=True, seed=args.seed)
@@ -125,10 +145,26 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
     test_loader = DataLoader(test_set, batch_size=1024)
 
     model = models.build(args.model, dropout=args.dropout, width=args.width)
-    optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay, args.momentum)
+    notes = runs.start_model(args, model, state, resume)
+    optimizer = _make_optimizer(args.optimizer, trainable_parameters(model), args.lr, args.weight_decay,
+                                args.momentum)
+    if state is not None:  # the command line's hyperparameters win over the saved ones (the notes show changes)
+        for saved, group in zip(state["optimizer"]["param_groups"], optimizer.param_groups):
+            saved.update({key: value for key, value in group.items() if key != "params"})
     loss_fn = nn.functional.softmax_cross_entropy
+    out = out or runs.new_run_folder(Path("runs") / args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / runs.CHECKPOINT
     print(f"gpudl train {args.model}: {len(train_part)} training, {n_val} validation, {len(test_set)} test examples; "
-          f"device {_backend.default_device()}; {args.optimizer} lr {args.lr}, batch {args.batch_size}", flush=True)
+          f"device {_backend.default_device()}; {args.optimizer} lr {args.lr}, batch {args.batch_size}; run folder "
+          f"{out}", flush=True)
+    for note in notes:
+        print(note, flush=True)
+    if state is not None and state["epoch"] >= args.epochs:
+        model.load_state_dict(state["model"])
+        if test:
+            print(f"test accuracy: {100 * evaluate(model, loss_fn, test_loader)[1]:.2f}%")
+        return 0
 
     def report(epoch, history):
         line = (f"epoch {epoch + 1}/{args.epochs}: train loss {history['train_loss'][-1]:.4f} "
@@ -141,14 +177,15 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
             on_epoch_end(epoch, history)
 
     history = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=args.epochs, seed=args.seed,
-                  checkpoint=checkpoint, resume=resume, progress=not args.no_progress, on_epoch_end=report)
+                  checkpoint=checkpoint, resume=state, progress=not args.no_progress, on_epoch_end=report,
+                  config=runs.settings(args))
     if test:
         history["test_loss"], history["test_acc"] = evaluate(model, loss_fn, test_loader)
     _write_json(out / "history.json", history)
     if args.plot:
         from ..plotting import plot_history
         plot_history(history, out / "curves.png", title=f"gpudl {args.model} on Fashion-MNIST")
-    if test:
-        print(f"test accuracy: {100 * history['test_acc']:.2f}%")
     print(f"wrote {out / 'history.json'} and {checkpoint}" + (f" and {out / 'curves.png'}" if args.plot else ""))
+    if test:  # the last line, for scripts that read it
+        print(f"test accuracy: {100 * history['test_acc']:.2f}%")
     return 0
