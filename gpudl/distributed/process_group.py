@@ -160,6 +160,33 @@ def all_gather(tensor_list, tensor):
         _changed_in_place(out)
 
 
+def gather_bytes(payload: bytes):
+    """Every rank's ``payload``, as a list indexed by rank (moved as byte buffers, not pickled)."""
+    comm = communicator()
+    xp = _backend.NUMPY.xp
+    lengths = xp.empty((comm.size, 1), dtype=_backend.int64)
+    comm.all_gather(xp.array([len(payload)], dtype=_backend.int64), lengths)
+    longest = int(lengths.max())
+    padded = xp.zeros(longest, dtype=_backend.uint8)
+    padded[:len(payload)] = xp.frombuffer(payload, dtype=_backend.uint8)
+    gathered = xp.empty((comm.size, longest), dtype=_backend.uint8)
+    comm.all_gather(padded, gathered)
+    return [gathered[r, :int(lengths[r, 0])].tobytes() for r in range(comm.size)]
+
+
+def broadcast_bytes(payload: bytes, src: int) -> bytes:
+    """Rank ``src``'s ``payload`` on every rank (other ranks' ``payload`` is ignored)."""
+    comm = communicator()
+    xp = _backend.NUMPY.xp
+    length = xp.array([len(payload)], dtype=_backend.int64)
+    comm.broadcast(length, src)
+    buffer = xp.zeros(int(length[0]), dtype=_backend.uint8)
+    if comm.rank == src:
+        buffer[:] = xp.frombuffer(payload, dtype=_backend.uint8)
+    comm.broadcast(buffer, src)
+    return buffer.tobytes()
+
+
 def destroy_process_group():
     """Leave the default process group (MPI itself stays up until the process exits)."""
     comm = communicator()

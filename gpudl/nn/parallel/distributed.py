@@ -2,9 +2,8 @@
 import contextlib
 import json
 
-from ... import backend as _backend
 from ...autograd import engine
-from ...distributed.process_group import communicator
+from ...distributed.process_group import communicator, gather_bytes
 from ..module import Module
 from .reducer import GradientReducer
 
@@ -16,24 +15,10 @@ def _layout(module):
     return entries
 
 
-def _gather_bytes(comm, payload: bytes):
-    """Every rank's ``payload`` (as a list indexed by rank), moved as byte buffers."""
-    xp = _backend.NUMPY.xp
-    length = xp.array([len(payload)], dtype=_backend.int64)
-    lengths = xp.empty((comm.size, 1), dtype=_backend.int64)
-    comm.all_gather(length, lengths)
-    longest = int(lengths.max())
-    padded = xp.zeros(longest, dtype=_backend.uint8)
-    padded[:len(payload)] = xp.frombuffer(payload, dtype=_backend.uint8)
-    gathered = xp.empty((comm.size, longest), dtype=_backend.uint8)
-    comm.all_gather(padded, gathered)
-    return [gathered[r, :int(lengths[r, 0])].tobytes() for r in range(comm.size)]
-
-
 def _check_same_layout(comm, module):
     """Raise on every rank if some rank's parameters or buffers differ from rank 0's."""
     mine = _layout(module)
-    layouts = [json.loads(b) for b in _gather_bytes(comm, json.dumps(mine).encode())]
+    layouts = [json.loads(b) for b in gather_bytes(json.dumps(mine).encode())]
     reference = layouts[0]
     problems = []
     for rank, layout in enumerate(layouts[1:], 1):
