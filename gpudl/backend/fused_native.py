@@ -11,11 +11,13 @@ import numpy as np
 
 from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_specs import ACC_DTYPE, ACTIVATION_BACKWARD_USES, adam_bias_corrections
+from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import kernel
 
 __all__ = ["ACTIVATION_BACKWARD_USES", "activation_backward", "activation_forward", "adam_update",
            "check_class_indices", "dropout_backward", "dropout_forward", "gru_cell_backward",
            "gru_cell_forward", "invalid_index_message", "lstm_cell_backward", "lstm_cell_forward",
+           "masked_softmax_backward", "masked_softmax_forward",
            "raise_pending_device_errors", "resolve_activation_params", "rnn_cell_backward",
            "rnn_cell_forward", "sgd_update", "softmax_cross_entropy_backward",
            "softmax_cross_entropy_forward"]
@@ -196,6 +198,22 @@ def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=
     _check_float("gru_cell_backward", act, h_prev, dy, dh_rec, dh)
     kernel("gru_cell_backward")(act, h_prev, dy, dh_rec, _lengths(lengths, dh), dh.shape[-1],
                                 int(t), dh, dgx, dgh)
+
+
+# ---------------------------------------------------------------------------------------------
+# masked softmax of attention: one launch over the rows of scores (kernels/attention.cuh)
+
+_NO_MASK = np.zeros(1, dtype=np.bool_)
+
+
+def masked_softmax_forward(scores, mask=None, *, scale=1.0, causal=False):
+    """Overwrite ``scores`` with the masked softmax; see ``masked_softmax.masked_softmax_forward``."""
+    return launch_forward(kernel("masked_softmax_forward"), np, _NO_MASK, scores, mask, scale, causal)
+
+
+def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
+    """Overwrite ``grad`` with the scores' gradient; see ``masked_softmax.masked_softmax_backward``."""
+    return launch_backward(kernel("masked_softmax_backward"), probs, grad, scale, causal)
 
 
 def __getattr__(name):

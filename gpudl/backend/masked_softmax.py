@@ -1,5 +1,6 @@
-"""The masked softmax of attention (kernels/attention.cuh): its NumPy twin, and the mask layout and
-argument checks that the CuPy binding (``masked_softmax_cupy``) shares.
+"""The masked softmax of attention (kernels/attention.cuh): its NumPy twin, and the mask layout,
+argument checks and launch sequence that the kernel bindings share (``masked_softmax_cupy`` on the
+GPU, ``fused_native`` on the host).
 
 Both functions work in place on C-contiguous scores ``[..., L, S]`` (the one score tensor of an
 attention step) and follow the kernel's arithmetic: accumulate type float32 for float16, else the
@@ -74,6 +75,32 @@ def compact_mask(xp, mask, scores_shape):
     kept = shape[first:first + batch_axes] + shape[-2:]
     compact = xp.broadcast_to(mask.reshape(kept), compact_shape)
     return xp.ascontiguousarray(compact).reshape(-1), mask_div, mask_mod, mask_rows
+
+
+def launch_forward(kernel, xp, no_mask, scores, mask, scale, causal):
+    """Run the forward kernel (a CuPy or native kernel object; ``no_mask`` is the 1-element boolean
+    array it reads when there is no mask) over the rows of ``scores``, in place; return ``scores``."""
+    check_arguments(scores, mask)
+    queries, keys = scores.shape[-2:]
+    if mask is None:
+        flat_mask, layout = no_mask, (1, 1, 1)
+    else:
+        flat_mask, *layout = compact_mask(xp, mask, scores.shape)
+    rows = scores.size // keys if keys else 0
+    if rows:
+        kernel(flat_mask, queries, keys, mask is not None, *layout, bool(causal), float(scale),
+               scores.reshape(-1), size=rows)
+    return scores
+
+
+def launch_backward(kernel, probs, grad, scale, causal):
+    """Run the backward kernel over the rows of ``grad``, in place; return ``grad``."""
+    check_arguments(grad, probs=probs)
+    queries, keys = grad.shape[-2:]
+    rows = grad.size // keys if keys else 0
+    if rows:
+        kernel(probs.reshape(-1), queries, keys, bool(causal), float(scale), grad.reshape(-1), size=rows)
+    return grad
 
 
 def _causal_excluded(queries, keys):

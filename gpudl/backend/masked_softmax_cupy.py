@@ -9,7 +9,7 @@ import numpy
 import cupy
 
 from gpudl.backend.fused_cupy import kernel
-from gpudl.backend.masked_softmax import check_arguments, compact_mask
+from gpudl.backend.masked_softmax import launch_backward, launch_forward
 
 
 @functools.lru_cache(maxsize=16)
@@ -20,25 +20,10 @@ def _no_mask(device_id):
 
 def masked_softmax_forward(scores, mask=None, *, scale=1.0, causal=False):
     """Overwrite ``scores`` with the masked softmax; see ``masked_softmax.masked_softmax_forward``."""
-    check_arguments(scores, mask)
-    queries, keys = scores.shape[-2:]
-    if mask is None:
-        flat_mask, layout = _no_mask(scores.device.id), (1, 1, 1)
-    else:
-        flat_mask, *layout = compact_mask(cupy, mask, scores.shape)
-    rows = scores.size // keys if keys else 0
-    if rows:
-        kernel("masked_softmax_forward")(flat_mask, queries, keys, mask is not None, *layout,
-                                         bool(causal), float(scale), scores.reshape(-1), size=rows)
-    return scores
+    return launch_forward(kernel("masked_softmax_forward"), cupy, _no_mask(scores.device.id), scores, mask,
+                          scale, causal)
 
 
 def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
     """Overwrite ``grad`` with the scores' gradient; see ``masked_softmax.masked_softmax_backward``."""
-    check_arguments(grad, probs=probs)
-    queries, keys = grad.shape[-2:]
-    rows = grad.size // keys if keys else 0
-    if rows:
-        kernel("masked_softmax_backward")(probs.reshape(-1), queries, keys, bool(causal), float(scale),
-                                          grad.reshape(-1), size=rows)
-    return grad
+    return launch_backward(kernel("masked_softmax_backward"), probs, grad, scale, causal)

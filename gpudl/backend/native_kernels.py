@@ -206,7 +206,9 @@ class NativeKernel:
         self.is_reduction = spec.get("kind") == "reduction"
         self.entries = entries
 
-    def __call__(self, *args):
+    def __call__(self, *args, size=None):
+        """``size``: as CuPy's, the number of indices ``i`` of a launch whose arrays are all raw
+        (C-contiguous, passed as flat pointers)."""
         params = self.params
         if len(args) not in (self.n_in, len(params)):
             raise TypeError(f"{self.name}: expected {self.n_in} or {len(params)} arguments, "
@@ -220,8 +222,9 @@ class NativeKernel:
         if entry is None:
             raise TypeError(f"{self.name}: no native signature for array dtypes "
                             f"{[str(d) for d in key]}")
-        if self._flat(arrays):
-            rows, cols, strides = 1, next(a.size for p, a in arrays if not p.raw), None
+        if size is not None or self._flat(arrays):
+            cols = size if size is not None else next(a.size for p, a in arrays if not p.raw)
+            rows, strides = 1, None
             values = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
         else:
             values, rows, cols, strides, _alive = self._strided(params, args)

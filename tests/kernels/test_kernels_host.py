@@ -485,3 +485,70 @@ def test_flipped_sign_in_rnn_header_is_caught():
     outs = lstm_forward_both(c, "float32", masked=False, preamble=broken)
     with pytest.raises(AssertionError):
         assert_same(outs["host"]["c"], outs["numpy"]["c"], "float32", "lstm c")
+
+
+# --- masked softmax (attention) ------------------------------------------------------------------
+
+def attention_case(dtype, mask_kind, shape=(2, 3, 5, 7), seed=9):
+    """Scores with large and saturating entries, and a mask with a fully masked row."""
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_normal(shape) * 4).astype(dtype)
+    scores.reshape(-1)[::13] = 60  # exp(60) would overflow float16 without the max shift
+    batch, _, queries, keys = shape
+    if mask_kind == "bool":  # True = may attend; batch 0 query 2 attends to nothing
+        mask = rng.random((batch, 1, queries, keys)) > 0.3
+        mask[0, 0, 2] = False
+    elif mask_kind == "float":
+        mask = rng.standard_normal((queries, keys)).astype(dtype)
+        mask[1] = -np.inf
+    else:
+        mask = None
+    return scores, mask, rng.standard_normal(shape).astype(dtype)
+
+
+def host_masked_softmax(scores, mask, grad, scale, causal, preamble=None):
+    """The kernels' forward and backward on the host, launched as the backends launch them."""
+    from gpudl.backend.masked_softmax import compact_mask
+    dt = scores.dtype.name
+    queries, keys = scores.shape[-2:]
+    rows = scores.size // keys
+    flat_mask, *layout = (np.zeros(1, bool), 1, 1, 1) if mask is None else compact_mask(np, mask, scores.shape)
+    i64, b, f64 = ("scalar", "int64"), ("scalar", "bool"), ("scalar", "float64")
+    probs = scores.copy()
+    hm.run_elementwise(KERNELS["masked_softmax_forward"],
+                       [flat_mask, queries, keys, mask is not None, *layout, causal, scale, probs],
+                       [flat_mask.dtype.name, i64, i64, b, i64, i64, i64, b, f64, dt], rows, preamble)
+    grad = grad.copy()
+    hm.run_elementwise(KERNELS["masked_softmax_backward"], [probs, queries, keys, causal, scale, grad],
+                       [dt, i64, i64, b, f64, dt], rows, preamble)
+    return probs, grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_masked_softmax_matches_numpy(dtype, mask_kind, causal):
+    from gpudl.backend import masked_softmax as twin
+    dtype_ok(dtype)
+    scores, mask, grad = attention_case(dtype, mask_kind)
+    probs, score_grad = host_masked_softmax(scores, mask, grad, 0.5, causal)
+    probs_np = twin.masked_softmax_forward(scores.copy(), mask, scale=0.5, causal=causal)
+    assert_same(probs, probs_np, dtype, "masked softmax forward")
+    grad_np = twin.masked_softmax_backward(probs_np, grad.copy(), scale=0.5, causal=causal)
+    assert_same(score_grad, grad_np, dtype, "masked softmax backward")
+    if mask_kind == "bool":
+        assert (probs[0, :, 2] == 0).all() and (score_grad[0, :, 2] == 0).all()
+    if causal:
+        assert (probs[..., 0, 1:] == 0).all()
+
+
+def test_flipped_sign_in_attention_header_is_caught():
+    """The attention check is not vacuous: an inverted boolean mask in the header makes it fail."""
+    from gpudl.backend import masked_softmax as twin
+    spec = KERNELS["masked_softmax_forward"]
+    broken = spec["preamble"].replace("return keep ? z : A(-CUDART_INF);", "return keep ? A(-CUDART_INF) : z;")
+    assert broken != spec["preamble"]
+    scores, mask, grad = attention_case("float32", "bool")
+    probs, _ = host_masked_softmax(scores, mask, grad, 0.5, False, preamble=broken)
+    with pytest.raises(AssertionError):
+        assert_same(probs, twin.masked_softmax_forward(scores.copy(), mask, scale=0.5), "float32", "probs")
