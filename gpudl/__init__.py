@@ -7,11 +7,12 @@ from . import autograd
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad
 from .backend import (BackendError, Device, bool_, default_device, float16, float32, float64, int8, int16, int32,
                       int64, manual_seed, set_default_device, uint8)
-from .factories import (arange, empty, full, full_like, ones, ones_like, rand, randint, randn, tensor, zeros,
-                        zeros_like)
+from . import cuda
+from .factories import (arange, as_tensor, device, empty, from_numpy, full, full_like, ones, ones_like, rand, randint,
+                        randn, tensor, zeros, zeros_like)
 from .ops import *  # noqa: F401,F403
 from .profiler import profile
 from .serialization import CheckpointError, load, save
-from .tensor import Tensor
+from .tensor import Size, Tensor
 
 __version__ = "0.1.0"

@@ -43,6 +43,35 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     return Tensor(array, requires_grad=requires_grad)
 
 
+def from_numpy(array) -> Tensor:
+    """A CPU tensor that shares memory with the NumPy ``array`` (writes to one show in the other), as
+    PyTorch's ``from_numpy``; the dtype is kept."""
+    if not isinstance(array, _backend.NUMPY.array_type):
+        raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
+    return Tensor(array)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """``data`` as a tensor, without copying when it can (PyTorch's ``as_tensor``): a tensor or array
+    already on ``device`` with ``dtype`` is shared (a tensor is returned as it is), anything else is
+    converted as by :func:`tensor`. Without ``device``, arrays stay where they are."""
+    dtype = None if dtype is None else _backend.dtype(dtype)
+    if isinstance(data, Tensor):
+        return data.to(device, dtype=dtype)
+    if _backend.is_array(data):
+        target = _backend.device_of(data) if device is None else _backend.get_device(device)
+        array = _backend.to_device(data, target)
+        return Tensor(array if dtype is None else array.astype(dtype, copy=False))
+    return tensor(data, dtype=dtype, device=device)
+
+
+def device(type, index=None) -> _backend.Device:  # noqa: A002  (PyTorch's argument name)
+    """PyTorch's ``device(...)``: ``device("cuda:0")``, ``device("cuda", 1)``, ``device("cpu")``."""
+    if index is not None:
+        type = f"{type}:{int(index)}"  # noqa: A001
+    return _backend.Device.parse(type)
+
+
 def _filled(factory, shape, dtype, device, requires_grad, *fill):
     array = _backend.new_array(_backend.get_device(device), factory, shape, *fill, dtype=dtype)
     return Tensor(array, requires_grad=requires_grad)

@@ -238,3 +238,101 @@ def test_same_results_as_pytorch():
     assert [p.shape for p in x.chunk(4, 1)] == [tuple(p.shape) for p in tx.chunk(4, 1)]
     assert x.size() == tuple(tx.size()) and x.size(1) == tx.size(1) and x.median().item() == tx.median().item()
     np.testing.assert_allclose(x.cumprod(1).numpy(), tx.cumprod(1).numpy())
+
+
+# ----------------------------------------------------------------------------- from_numpy, as_tensor, cuda, device
+def test_from_numpy_shares_memory_on_the_cpu():
+    array = np.arange(4.0, dtype=np.float32)
+    t = gd.from_numpy(array)
+    assert t.device == "cpu" and t.dtype == np.float32
+    array[0] = 9.0
+    t.data[1] = 7.0
+    assert t.tolist() == [9.0, 7.0, 2.0, 3.0] and array[1] == 7.0
+    with pytest.raises(TypeError, match="from_numpy: expected a NumPy array, got list"):
+        gd.from_numpy([1.0])
+
+
+def test_as_tensor_avoids_copies_where_it_can(device):
+    array = np.arange(3.0)
+    shared = gd.as_tensor(array)
+    assert shared.data is array                          # a host array stays where it is, shared
+    assert gd.as_tensor(array, dtype="float32").dtype == np.float32
+    moved = gd.as_tensor(array, device=device)
+    assert moved.device == device and moved.tolist() == [0.0, 1.0, 2.0]
+    t = gd.ones(2, device=device)
+    assert gd.as_tensor(t) is t and gd.as_tensor(t, dtype="float64").dtype == np.float64
+    assert gd.as_tensor([1, 2], device=device).dtype == np.int64
+
+
+def test_cuda_queries_and_device_objects():
+    from gpudl import backend
+    assert gd.cuda.is_available() == backend.cupy_gpu_usable()
+    assert (gd.cuda.device_count() > 0) == gd.cuda.is_available()
+    assert gd.device("cuda:0") == gd.device("cuda", 0) == "cuda:0" and str(gd.device("cuda", 1)) == "cuda:1"
+    assert gd.device("cpu") == "cpu" and isinstance(gd.device("cpu"), gd.Device)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        gd.device("gpu")
+    if gd.cuda.is_available():
+        assert gd.cuda.current_device() == 0 and isinstance(gd.cuda.get_device_name(), str)
+        gd.cuda.synchronize()
+    else:
+        with pytest.raises(gd.BackendError, match=r"gpudl.cuda.synchronize\(\): no usable CUDA GPU"):
+            gd.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- adaptive pooling
+ADAPTIVE = [((7, 5), (3, 2)), ((6, 4), (3, 2)), ((5, 5), 1), ((6, 7), (None, 3)), ((4, 4), (6, 5))]
+
+
+@pytest.mark.parametrize("in_hw, out", ADAPTIVE, ids=[f"{a}->{b}" for a, b in ADAPTIVE])
+def test_adaptive_pools_values_and_gradients(in_hw, out, device):
+    from gpudl import nn
+    rng = np.random.default_rng(3)
+    data = rng.permutation(2 * 3 * in_hw[0] * in_hw[1]).reshape(2, 3, *in_hw) * 0.1   # distinct values
+    x = gd.tensor(data, dtype="float64", device=device, requires_grad=True)
+    expected_hw = tuple(n if o is None else o for n, o in zip(in_hw, out if isinstance(out, tuple) else (out, out)))
+    for layer, pick in ((nn.AdaptiveAvgPool2d(out), np.mean), (nn.AdaptiveMaxPool2d(out), np.max)):
+        y = layer(x)
+        assert y.shape == (2, 3, *expected_hw)
+        reference = np.empty((2, 3, *expected_hw))
+        for i in range(expected_hw[0]):          # PyTorch's windows, written out as a reference
+            for j in range(expected_hw[1]):
+                rows = slice(i * in_hw[0] // expected_hw[0], -(-(i + 1) * in_hw[0] // expected_hw[0]))
+                cols = slice(j * in_hw[1] // expected_hw[1], -(-(j + 1) * in_hw[1] // expected_hw[1]))
+                reference[:, :, i, j] = pick(data[:, :, rows, cols], axis=(2, 3))
+        np.testing.assert_allclose(y.numpy(), reference, rtol=1e-12)
+        assert gd.autograd.gradcheck(layer, x)
+    assert nn.AdaptiveAvgPool2d(out)(x[0]).shape == (3, *expected_hw)     # [C, H, W] input
+
+
+def test_adaptive_pool_errors():
+    from gpudl import nn
+    with pytest.raises(ValueError, match="adaptive_avg_pool2d: output_size must hold positive integers"):
+        nn.AdaptiveAvgPool2d(0)(gd.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"adaptive_max_pool2d: expected a 4-D input .* got shape \(4, 4\)"):
+        nn.AdaptiveMaxPool2d(2)(gd.zeros(4, 4))
+
+
+def test_adaptive_pools_match_pytorch():
+    torch = pytest.importorskip("torch")
+    import gpudl.nn.functional as F
+    data = np.random.default_rng(0).standard_normal((2, 3, 7, 5))
+    for ours, theirs, size in ((F.adaptive_avg_pool2d, torch.nn.functional.adaptive_avg_pool2d, (3, 2)),
+                               (F.adaptive_max_pool2d, torch.nn.functional.adaptive_max_pool2d, (4, 3))):
+        np.testing.assert_allclose(ours(gd.tensor(data), size).numpy(), theirs(torch.tensor(data), size).numpy(),
+                                   rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- nn.utils
+def test_nn_utils_clipping(device):
+    from gpudl import nn
+    a = gd.zeros(2, device=device, requires_grad=True)
+    b = gd.zeros(1, device=device, requires_grad=True)
+    a.grad, b.grad = gd.tensor([3.0, 0.0], device=device), gd.tensor([4.0], device=device)
+    total = nn.utils.clip_grad_norm_([a, b], max_norm=1.0)
+    assert isinstance(total, gd.Tensor) and total.ndim == 0 and total.item() == pytest.approx(5.0)
+    np.testing.assert_allclose(a.grad.numpy(), [0.6, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(b.grad.numpy(), [0.8], rtol=1e-5)
+    b.grad = gd.tensor([-3.0], device=device)
+    nn.utils.clip_grad_value_(b, 0.5)
+    assert b.grad.tolist() == [-0.5]

@@ -1,4 +1,5 @@
-"""Pooling layers: ``MaxPool2d`` and ``AvgPool2d``."""
+"""Pooling layers: ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d`` and ``AdaptiveMaxPool2d``."""
+from ..ops.adaptive_pooling import adaptive_avg_pool2d, adaptive_max_pool2d
 from ..ops.pooling import avg_pool2d, max_pool2d
 from .module import Module
 
@@ -37,3 +38,35 @@ class AvgPool2d(Module):
     def extra_repr(self):
         text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
         return text if self.count_include_pad else text + ", count_include_pad=False"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (an int or a pair; None keeps that dim), whatever the
+    input's size, with PyTorch's windows."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max pooling to a fixed ``output_size`` (an int or a pair; None keeps that dim), whatever the
+    input's size, with PyTorch's windows; the gradient goes to the first maximum of each window."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        if return_indices:
+            raise NotImplementedError("AdaptiveMaxPool2d: return_indices=True is not supported")
+        self.output_size = output_size
+
+    def forward(self, x):
+        return adaptive_max_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
