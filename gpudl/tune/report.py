@@ -40,7 +40,7 @@ class TrialPrinter:
     def line(self, trial):
         """The line of one finished trial."""
         state = trial.state.name.lower()
-        if trial.state == TrialState.PRUNED:
+        if trial.state == TrialState.PRUNED and trial.last_step is not None:
             state += f" after step {trial.last_step}"
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         return (f"trial {trial.number} {state}: {self.label} {self.value(trial.value)} ({seconds:.1f} s)  "

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import optuna
 
+from ..benchmark import THREAD_VARIABLES
 from .space import grid_points
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_GRID_POINT = "gpudl_grid_point"  # user attribute of the trials queued for a grid
 # a trial holding one of these parameter sets, in these states, covers its grid point
 _COVERING_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                     optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -120,8 +121,23 @@ def _enqueue_grid(study, grid, n_trials):
     fresh = [point for point in grid_points(grid) if tuple(point[name] for name in names) not in covered]
     budget = waiting + len(fresh) if n_trials is None else min(n_trials, waiting + len(fresh))
     for point in fresh[:max(0, budget - waiting)]:
-        study.enqueue_trial(point)
+        study.enqueue_trial(point, user_attrs={_GRID_POINT: True})
     return budget
+
+
+class _QueuedPointsOnly:
+    """A grid objective that runs only the points taken from the queue: a trial created because other
+    processes (another machine on the storage) emptied the queue first stops this worker, pruned with no
+    parameters, instead of repeating a point."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def __call__(self, trial):
+        if not trial.user_attrs.get(_GRID_POINT):
+            trial.study.stop()
+            raise optuna.TrialPruned("the grid's queue was empty")
+        return self.objective(trial)
 
 
 @dataclass
@@ -152,7 +168,8 @@ class _Run:
         sampler = make_sampler(self.sampler, worker_seed(self.seed, index, self.trials_before), self.grid)
         study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler,
                                   pruner=make_pruner(self.pruner))
-        study.optimize(self.objective, n_trials=n_trials, callbacks=self.callbacks, catch=self.catch)
+        objective = _QueuedPointsOnly(self.objective) if self.sampler == "grid" else self.objective
+        study.optimize(objective, n_trials=n_trials, callbacks=self.callbacks, catch=self.catch)
 
 
 def _worker_process(run, index, n_trials):

@@ -70,14 +70,14 @@ def parse_param(name, spec, convert=None, integer=False):
         choices = tuple(dict.fromkeys(value(item) for item in items))
         return ParamSpec(name, "choice", text, choices=choices)
     kind, _, bounds = text.partition(":") if text.split(":", 1)[0] in ("log", "int") else ("uniform", "", text)
-    parts = bounds.split(":")
-    if len(parts) != 2:
-        fail(f"a {kind} range needs exactly LO:HI")
-    low, high = (value(part, int if kind == "int" else float) for part in parts)
     if kind == "uniform" and integer:
         fail(f"{name} is an integer: use int:LO:HI, log:LO:HI or a,b,c")
     if kind == "int" and not integer and convert is not None:
         fail(f"{name} is not an integer parameter")
+    parts = bounds.split(":")
+    if len(parts) != 2:
+        fail(f"a {kind} range needs exactly LO:HI")
+    low, high = (value(part, int if kind == "int" else float) for part in parts)
     if not low < high:
         fail(f"LO must be below HI, got {parts[0]} and {parts[1]}")
     if kind == "log" and low <= 0:
