@@ -78,13 +78,15 @@ def array_source(dataset):
     """``(arrays, indices)`` for a data set backed by host arrays, seeing through Subsets, else None.
 
     Example ``i`` of ``dataset`` is row ``indices[i]`` of each array (``indices`` None: row ``i``).
+    A data set with a ``transform`` or ``target_transform`` is gathered item by item, never from its arrays.
     """
     indices = None
     while isinstance(dataset, Subset):
         indices = dataset.indices if indices is None else dataset.indices[indices]
         dataset = dataset.dataset
     arrays = getattr(dataset, "arrays", None)
-    return None if arrays is None else (arrays, indices)
+    transformed = any(getattr(dataset, name, None) is not None for name in ("transform", "target_transform"))
+    return None if arrays is None or transformed else (arrays, indices)
 
 
 def _split_lengths(lengths, n):

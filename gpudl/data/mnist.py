@@ -28,13 +28,17 @@ class _IdxImageDataset(TensorDataset):
     how_to_get = ""
     classes = ()
 
-    def __init__(self, root=None, split="train", normalize=True, flatten=False, sequence=False, limit=None,
-                 download=False):
+    def __init__(self, root=None, split=None, normalize=True, flatten=False, sequence=False, limit=None,
+                 download=False, *, train=None, transform=None, target_transform=None):
         name = type(self).__name__
         if download:
-            raise DataError(f"{name}: downloading is not supported (gpudl never uses the network). {self.how_to_get}")
-        if split not in _FILES:
-            raise ValueError(f"{name}: split must be 'train' or 'test', got {split!r}")
+            raise DataError(f"{name}: download=True: downloading is not supported (gpudl never uses the network); "
+                            f"the files must already be on disk. {self.how_to_get}")
+        split = self._split(name, split, train)
+        for word, value in (("transform", transform), ("target_transform", target_transform)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name}: {word} must be callable, got {type(value).__name__}")
+        self.transform, self.target_transform = transform, target_transform
         if flatten and sequence:
             raise ValueError(f"{name}: choose at most one of flatten=True ([N, 784]) and sequence=True ([N, 28, 28])")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, numpy.integer)) or limit < 0):
@@ -50,6 +54,30 @@ class _IdxImageDataset(TensorDataset):
         pixels = self._pixel_values(normalize)[images]  # one pass over the bytes, no float temporaries
         shape = (-1, _ROWS * _COLS) if flatten else (-1, _ROWS, _COLS) if sequence else (-1, 1, _ROWS, _COLS)
         super().__init__(pixels.reshape(shape), labels.astype(numpy.int64))
+
+    @staticmethod
+    def _split(name, split, train):
+        """``"train"``/``"test"`` from ``split=`` or torchvision's ``train=`` (a bool, also as the second
+        positional argument)."""
+        if isinstance(split, bool):
+            split, train = None, split if train is None else train
+        if train is not None and not isinstance(train, bool):
+            raise TypeError(f"{name}: train must be True or False, got {train!r}")
+        chosen = None if train is None else "train" if train else "test"
+        if split is not None and chosen is not None and split != chosen:
+            raise ValueError(f"{name}: split={split!r} contradicts train={train}; pass one of them")
+        split = split or chosen or "train"
+        if split not in _FILES:
+            raise ValueError(f"{name}: split must be 'train' or 'test', got {split!r}")
+        return split
+
+    def __getitem__(self, index):
+        image, target = super().__getitem__(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(int(target))
+        return image, target
 
     def _pixel_values(self, normalize):
         """The float32 value of each of the 256 grey levels: scaled to [0, 1], then standardised."""
@@ -104,7 +132,10 @@ class _IdxImageDataset(TensorDataset):
 class FashionMNIST(_IdxImageDataset):
     """Fashion-MNIST (Zalando): 60,000 training and 10,000 test images of 10 kinds of clothing.
 
-    ``split``: ``"train"`` or ``"test"``. Images are float32 scaled to [0, 1] and, with
+    ``split``: ``"train"`` or ``"test"``; torchvision's form ``FashionMNIST(root, train=True,
+    transform=None, target_transform=None, download=False)`` works too (``download=True`` is an
+    error: nothing is fetched). ``transform`` gets each image as the float32 array described below,
+    ``target_transform`` each label as an int; with either, the DataLoader gathers example by example. Images are float32 scaled to [0, 1] and, with
     ``normalize=True``, standardised with the training set's mean 0.2860 and std 0.3530. Shapes:
     ``[N, 1, 28, 28]``, ``[N, 784]`` with ``flatten=True``, ``[N, 28, 28]`` (28 steps of 28 features,
     for recurrent models) with ``sequence=True``. Labels are int64 0..9 (names in ``classes``).
