@@ -14,25 +14,16 @@ optuna = pytest.importorskip("optuna", reason="gpudl[tune] (Optuna) is not insta
 import gpudl  # noqa: E402
 from gpudl import models, nn, optim, tune  # noqa: E402
 from gpudl.cli import main  # noqa: E402
-from gpudl.data import DataLoader, FashionMNIST, TensorDataset, random_split, spiral  # noqa: E402
+from gpudl.data import DataLoader, TensorDataset, random_split, spiral  # noqa: E402
 from gpudl.train import fit  # noqa: E402
 
 from conftest import subprocess_env  # noqa: E402
+from test_train import needs_real_data  # noqa: E402
 
 COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
                            optuna.trial.TrialState.FAIL)
 
 
-def _has_real_data():
-    try:
-        FashionMNIST(split="test", limit=1)
-        return True
-    except Exception:
-        return False
-
-
-needs_real_data = pytest.mark.skipif(not _has_real_data(), reason="Fashion-MNIST not found; "
-                                                                   "apt-get install dataset-fashion-mnist")
 QUICK = ["--epochs", "1", "--limit", "3000", "--seed", "0"]
 
 
@@ -172,14 +163,14 @@ def test_grid_runs_each_point_once(tmp_path, capsys):
 
 
 @needs_real_data
-def test_two_workers_share_one_storage_without_duplicates(tmp_path, capsys):
+def test_two_workers_share_one_storage_without_duplicates(tmp_path, capfd):
     small = ["--width", "32", "--param", "lr=0.001,0.003,0.01", "--param", "batch_size=64,128"]
     assert _tune(tmp_path, *QUICK, *small, "--sampler", "grid", "--workers", "2") == 0
     trials = _trials(tmp_path)
     assert len(trials) == 6 and all(trial.state == COMPLETE for trial in trials)
     assert len({(trial.params["lr"], trial.params["batch_size"]) for trial in trials}) == 6
     assert sorted(trial.number for trial in trials) == list(range(6))
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("trial ")]
     assert len(lines) == 6  # one line per finished trial, from both worker processes
 
 
@@ -224,7 +215,8 @@ def test_a_killed_worker_loses_no_completed_trial(tmp_path):
     worker.communicate()
     completed = {number: value for number, state, value in snapshot if state == COMPLETE}
     after = {trial.number: trial for trial in _trials(tmp_path)}
-    assert all(after[number].state == COMPLETE and after[number].value == value for number, value in completed.items())
+    assert all(after[number].state == COMPLETE and after[number].value == value
+               for number, value in completed.items())
     running = [number for number, trial in after.items() if trial.state == RUNNING]
     assert len(running) == 1
     time.sleep(2.5)  # past the grace period (twice the 1 s heartbeat interval)
@@ -238,11 +230,12 @@ def test_a_killed_worker_loses_no_completed_trial(tmp_path):
 
 
 @needs_real_data
-def test_ctrl_c_keeps_completed_trials_and_fails_the_running_one(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_keeps_completed_trials_and_fails_the_running_one(tmp_path, workers):
     url = f"sqlite:///{tmp_path}/study.db"
-    worker = _start_tune(tmp_path, "--trials", "30")
+    worker = _start_tune(tmp_path, "--trials", "30", "--workers", str(workers))
     snapshot = _wait_for(lambda: _states_once_running(url), worker)
-    worker.send_signal(signal.SIGINT)
+    worker.send_signal(signal.SIGINT)  # to the main process only: it passes the interrupt on to its workers
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 130 and "interrupted" in err
     after = {trial.number: trial for trial in _trials(tmp_path)}
@@ -369,3 +362,11 @@ def test_a_grid_worker_whose_queue_was_emptied_elsewhere_stops_instead_of_repeat
     states = [trial.state for trial in study.trials]
     assert states == [COMPLETE, RUNNING, optuna.trial.TrialState.PRUNED] and len(runs) == 1
     assert study.trials[2].params == {}
+
+
+def test_every_model_has_a_default_space_that_parses(tmp_path, capsys):
+    from gpudl.commands.tune import DEFAULT_SPACES
+    assert set(DEFAULT_SPACES) == set(models.MODELS)
+    for model, space in DEFAULT_SPACES.items():  # --trials 0: parse and open the study, train nothing
+        assert main(["tune", model, "--trials", "0", "--out", str(tmp_path), "--study", model]) == 0
+        assert "searching " + " ".join(f"{name}={spec}" for name, spec in space.items()) in capsys.readouterr().out

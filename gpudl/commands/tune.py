@@ -18,6 +18,8 @@ DEFAULT_SPACES = {
             "dropout": "0:0.5", "width": "log:64:1024"},
     "cnn": {"lr": "log:1e-4:1e-2", "batch_size": "32,64,128", "dropout": "0:0.5", "width": "log:8:64"},
     "lstm": {"lr": "log:1e-4:1e-2", "batch_size": "32,64,128", "dropout": "0:0.5", "width": "log:32:256"},
+    # the embedding size must divide among the 4 attention heads
+    "transformer": {"lr": "log:1e-4:1e-2", "batch_size": "32,64,128", "dropout": "0:0.3", "width": "32,64,96,128"},
 }
 DEFAULT_TRIALS = 20
 

@@ -22,5 +22,6 @@ from .search import (PRUNERS, SAMPLERS, StorageError, epoch_reporter, load_study
 from .space import FORMS, ParamSpec, grid_of, grid_points, parse_param, suggest
 
 __all__ = ["FORMS", "PRUNERS", "SAMPLERS", "ParamSpec", "StorageError", "TrialPrinter", "best_trials",
-           "epoch_reporter", "grid_of", "grid_points", "load_study", "make_pruner", "make_sampler", "open_storage", "optimize",
-           "parse_param", "suggest", "summary", "worker_seed", "write_plots", "write_trials_csv"]
+           "epoch_reporter", "grid_of", "grid_points", "load_study", "make_pruner", "make_sampler",
+           "open_storage", "optimize", "parse_param", "suggest", "summary", "worker_seed", "write_plots",
+           "write_trials_csv"]

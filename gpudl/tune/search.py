@@ -3,6 +3,7 @@ processes sharing one storage, and an epoch reporter that feeds Optuna's pruners
 import hashlib
 import multiprocessing
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -202,9 +203,24 @@ def _thread_variables(threads):
                 os.environ[name] = value
 
 
+def _stop(processes):
+    """Interrupt the workers still running (Ctrl-C at a terminal reaches them already; a SIGINT sent to this
+    process alone does not) so that each fails its running trial, and wait for them; terminate the stragglers."""
+    for process in processes:
+        process.join(timeout=2)
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
 def _run_processes(run, jobs):
     """Run each (index, n_trials) of ``jobs`` in a process of its own, the CPUs' threads divided among them,
-    and wait for all. On Ctrl-C the workers (which get it too) fail their running trial and stop."""
+    and wait for all. On Ctrl-C the workers fail their running trial and stop."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter reads the thread variables at start
     processes = [context.Process(target=_worker_process, args=(run, index, count)) for index, count in jobs]
     with _thread_variables(max(1, _usable_cpus() // len(jobs))):
@@ -214,10 +230,7 @@ def _run_processes(run, jobs):
         for process in processes:
             process.join()
     except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
+        _stop(processes)
         raise
     stopped = [f"worker {index} (exit code {process.exitcode})"
                for (index, _), process in zip(jobs, processes) if process.exitcode != 0]
