@@ -24,9 +24,9 @@ import sys
 import time
 import tracemalloc
 
-MODELS = ("mlp", "cnn", "lstm")
+MODELS = ("mlp", "cnn", "lstm", "transformer")
 # per-sample input shape: 28x28 images, as rows of 28 features for the LSTM
-INPUT_SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "lstm": (28, 28)}
+INPUT_SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "lstm": (28, 28), "transformer": (1, 28, 28)}
 CLASSES = 10
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -62,7 +62,7 @@ def _synchronizer(device):
 
 
 def make_step(model_name, batch_size, model=None, optimizer=None, seed=0):
-    """A :class:`TrainingStep` of gpudl's ``model_name`` (``mlp``, ``cnn``, ``lstm``; see
+    """A :class:`TrainingStep` of gpudl's ``model_name`` (``mlp``, ``cnn``, ``lstm``, ``transformer``; see
     gpudl.models) at ``batch_size`` on the default device. Pass ``model`` and ``optimizer`` to
     reuse them (one model stepping through several batch sizes, as ``gpudl bench`` does)."""
     import gpudl

@@ -29,9 +29,33 @@ class LSTMClassifier(nn.Module):
         return self.fc(h_n[-1])
 
 
-def build(model_name):
-    """The PyTorch model matching gpudl.models.build(model_name)."""
+class VisionTransformer(nn.Module):
+    """gpudl.models.VisionTransformer (mean pooling), with the same parameter names: 7x7 patches as 16
+    tokens, a linear embedding plus a learned position embedding, a pre-norm encoder (GELU) with a final
+    LayerNorm, the tokens' mean into a linear layer."""
+
+    def __init__(self, image_size=28, patch_size=7, embed_dim=64, depth=2, num_heads=4, mlp_dim=128,
+                 num_classes=CLASSES, dropout=0.0):
+        super().__init__()
+        self.image_size, self.patch_size = image_size, patch_size
+        self.patch_embed = nn.Linear(patch_size * patch_size, embed_dim)
+        self.pos_embed = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2, embed_dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(embed_dim, num_heads, mlp_dim, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x):
+        n, side, p = x.shape[0], self.image_size // self.patch_size, self.patch_size
+        patches = x.reshape(n, side, p, side, p).permute(0, 1, 3, 2, 4).reshape(n, side * side, p * p)
+        return self.head(self.encoder(self.patch_embed(patches) + self.pos_embed).mean(dim=1))
+
+
+def build(model_name, **options):
+    """The PyTorch model matching gpudl.models.build(model_name) (``options``: the transformer's sizes)."""
     check_model(model_name)
+    if model_name == "transformer":
+        return VisionTransformer(**options)
     if model_name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                              nn.Linear(512, CLASSES))

@@ -1,4 +1,4 @@
-"""``gpudl bench {mlp,cnn,lstm}``: training-step throughput per batch size, optionally beside PyTorch.
+"""``gpudl bench {mlp,cnn,lstm,transformer}``: training-step throughput per batch size, optionally beside PyTorch.
 
 Each framework runs in a worker process of its own (``python -m gpudl.benchmark``) started with
 ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS`` set to ``--threads``, so BLAS

@@ -1,4 +1,4 @@
-"""``gpudl train {mlp,cnn,lstm}``: train a model on Fashion-MNIST and report test accuracy."""
+"""``gpudl train {mlp,cnn,lstm,transformer}``: train a model on Fashion-MNIST and report test accuracy."""
 import argparse
 import json
 import os
@@ -34,11 +34,11 @@ DEFAULT = " (default: %(default)s)"
 
 def add_parser(commands):
     """Register the sub-command and its options."""
-    parser = commands.add_parser("train", help="train mlp, cnn or lstm on Fashion-MNIST",
+    parser = commands.add_parser("train", help="train mlp, cnn, lstm or transformer on Fashion-MNIST",
                                  description="Train a model on Fashion-MNIST: a seeded validation split is held "
                                              "out of the training set; the test split is evaluated once, at the end. "
                                              "Each run writes to a new folder runs/<model>/N unless --out is given.")
-    parser.add_argument("model", choices=("mlp", "cnn", "lstm"))
+    parser.add_argument("model", choices=("mlp", "cnn", "lstm", "transformer"))
     add_training_options(parser)
     parser.add_argument("--out", default=None, help="output folder; refused if it holds a run, unless --resume "
                                                     "(default: a new folder runs/<model>/N)")
