@@ -31,21 +31,36 @@ invalid_index_message = _twin.invalid_index_message
 _check_float = _twin._check_float
 
 
+@functools.cache
+def _default_activation(name, direction):
+    """``(kernel, parameter values)`` of an activation called without parameters (the usual
+    call, kept cheap: it runs once per layer and step)."""
+    values = tuple(float(v) for v in resolve_activation_params(name, {}).values())
+    return kernel(f"{name}_{direction}"), values
+
+
+def _activation(name, direction, params):
+    if not params:
+        return _default_activation(name, direction)
+    values = tuple(float(v) for v in resolve_activation_params(name, params).values())
+    return kernel(f"{name}_{direction}"), values
+
+
 def activation_forward(name, x, **params):
     """Return ``activation(x)``; see ``fused_numpy.activation_forward``."""
-    params = resolve_activation_params(name, params)
+    launch, values = _activation(name, "forward", params)
     _check_float(name, x)
-    return kernel(f"{name}_forward")(x, *(float(v) for v in params.values()))
+    return launch(x, *values)
 
 
 def activation_backward(name, x, y, gy, **params):
     """Input gradient of activation ``name``; see ``fused_numpy.activation_backward``."""
-    params = resolve_activation_params(name, params)
+    launch, values = _activation(name, "backward", params)
     saved = y if ACTIVATION_BACKWARD_USES[name] == "y" else x
     if saved is None:
         raise ValueError(f"{name} backward needs {ACTIVATION_BACKWARD_USES[name]}")
     _check_float(name, saved, gy)
-    return kernel(f"{name}_backward")(saved, gy, *(float(v) for v in params.values()))
+    return launch(saved, gy, *values)
 
 
 # ---------------------------------------------------------------------------------------------

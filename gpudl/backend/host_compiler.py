@@ -67,6 +67,25 @@ class float16 {
 };
 """
 
+# NumPy arrays as Python passes them (``ndarray.__array_struct__``: a capsule holding NumPy's
+# PyArrayInterface) and the GIL, through the Python C API of the running interpreter.
+PYTHON_ARRAYS = r"""
+extern "C" {
+void* PyCapsule_GetPointer(void* capsule, const char* name);
+void* PyEval_SaveThread(void);
+void PyEval_RestoreThread(void* state);
+}
+namespace gpudl_host {
+struct ArrayInterface {  // numpy/ndarraytypes.h: PyArrayInterface
+  int two; int nd; char typekind; int itemsize; int flags;
+  std::intptr_t* shape; std::intptr_t* strides; void* data; void* descr;
+};
+inline void* array_data(void* capsule) {
+  return static_cast<ArrayInterface*>(PyCapsule_GetPointer(capsule, nullptr))->data;
+}
+}  // namespace gpudl_host
+"""
+
 
 class CompilerUnavailable(RuntimeError):
     """No usable host C++ compiler (missing, or it cannot build the kernels)."""

@@ -14,6 +14,7 @@ strides (``i`` stays the C-order index, as on the device); other layouts are cop
 """
 import ctypes
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -131,6 +132,31 @@ def _elementwise_entry(spec, params, dtypes, letters, symbol, parallel_min):
 }}"""
 
 
+def _capsule_entry(params, dtypes, letters, symbol, parallel_min):
+    """``<symbol>_py``: the flat launch called with NumPy's ``__array_struct__`` capsules instead
+    of pointers (reading a capsule costs far less in Python than ``ndarray.ctypes.data``), loaded
+    without releasing the GIL; it releases the GIL itself around loops long enough to split."""
+    args, values = [], []
+    for k, (p, d) in enumerate(zip(params, dtypes)):
+        if isinstance(d, tuple):
+            args.append(f"const {_c_type(p, letters)} {p.name}")
+            values.append(p.name)
+        else:
+            const = "const " if p.is_input else ""
+            args.append(f"void* _capsule{k}")
+            values.append(f"({const}{_c_type(p, letters)}*)gpudl_host::array_data(_capsule{k})")
+    call = f"{symbol}({', '.join(values + ['1', '_n', 'nullptr'])});"
+    return f"""extern "C" void {symbol}_py({', '.join(args + ['long long _n'])}) {{
+  if (_n >= {parallel_min}) {{
+    void* _thread = PyEval_SaveThread();
+    {call}
+    PyEval_RestoreThread(_thread);
+  }} else {{
+    {call}
+  }}
+}}"""
+
+
 def _reduction_entry(spec, params, dtypes, letters, symbol, parallel_min):
     reduce_type = spec["reduce_type"]
     rt = C_TYPES[letters[reduce_type]] if reduce_type in letters else C_TYPES.get(reduce_type,
@@ -158,13 +184,19 @@ def library_source(spec, signatures, preamble=None, parallel_min=PARALLEL_MIN):
     each in a namespace of its own with its ``typedef``s. ``signatures`` are dtype tuples as in
     ``kernel_specs.Signature.dtypes``; ``preamble`` replaces the spec's (tests use it)."""
     params = parse_params(spec)
-    make = _reduction_entry if spec.get("kind") == "reduction" else _elementwise_entry
-    parts = [host_compiler.SHIM, spec["preamble"] if preamble is None else preamble]
+    reduction = spec.get("kind") == "reduction"
+    parts = [host_compiler.SHIM, host_compiler.PYTHON_ARRAYS,
+             spec["preamble"] if preamble is None else preamble]
     for index, dtypes in enumerate(signatures):
         letters = type_map(params, dtypes)
         typedefs = " ".join(f"typedef {C_TYPES[d]} {t};" for t, d in letters.items())
-        parts.append(f"namespace gpudl_signature_{index} {{\n{typedefs}\n"
-                     + make(spec, params, dtypes, letters, entry_name(spec, index), parallel_min)
+        symbol = entry_name(spec, index)
+        if reduction:
+            entries = [_reduction_entry(spec, params, dtypes, letters, symbol, parallel_min)]
+        else:
+            entries = [_elementwise_entry(spec, params, dtypes, letters, symbol, parallel_min),
+                       _capsule_entry(params, dtypes, letters, symbol, parallel_min)]
+        parts.append(f"namespace gpudl_signature_{index} {{\n{typedefs}\n" + "\n".join(entries)
                      + "\n}")
     return "\n".join(parts)
 
@@ -176,18 +208,36 @@ def dtype_signatures(name):
 
 def load_entries(spec, signatures, preamble=None, flags=host_compiler.NATIVE_FLAGS,
                  parallel_min=PARALLEL_MIN):
-    """Build (cached) and load ``spec``'s library; return ``{array dtypes: ctypes function}``,
-    keyed by the tuple of ``numpy.dtype`` of every array parameter (scalars left out)."""
+    """Build (cached) and load ``spec``'s library; return ``{array dtypes: Entry}``, keyed by the
+    tuple of ``numpy.dtype`` of every array parameter (scalars left out)."""
     source = library_source(spec, signatures, preamble, parallel_min)
     lib = host_compiler.build(source, flags, name=spec["name"])
+    with_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
     entries = {}
     for index, dtypes in enumerate(signatures):
-        fn = getattr(lib, entry_name(spec, index))
-        fn.restype = None
-        fn.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.c_void_p
-                       for d in dtypes] + [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p]
-        entries[tuple(np.dtype(d) for d in dtypes if not isinstance(d, tuple))] = fn
+        symbol = entry_name(spec, index)
+        pointers = getattr(lib, symbol)
+        pointers.restype = None
+        pointers.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.c_void_p
+                             for d in dtypes] + [ctypes.c_longlong, ctypes.c_longlong,
+                                                 ctypes.c_void_p]
+        capsules = None
+        if spec.get("kind") != "reduction":
+            capsules = getattr(with_gil, symbol + "_py")
+            capsules.restype = None
+            capsules.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.py_object
+                                 for d in dtypes] + [ctypes.c_longlong]
+        entries[tuple(np.dtype(d) for d in dtypes if not isinstance(d, tuple))] = Entry(pointers,
+                                                                                       capsules)
     return entries
+
+
+class Entry(NamedTuple):
+    """The two C entry points of one signature: ``pointers(*values, rows, cols, strides)`` takes
+    data pointers (any layout), ``capsules(*values, n)`` the arrays' ``__array_struct__`` (flat,
+    C-contiguous launches of elementwise kernels; None for reductions)."""
+    pointers: object
+    capsules: object
 
 
 class NativeKernel:
@@ -205,50 +255,65 @@ class NativeKernel:
         self.n_in = sum(p.is_input for p in self.params)
         self.is_reduction = spec.get("kind") == "reduction"
         self.entries = entries
+        arrays = [k for k, d in enumerate(dtype_signatures(name)[0]) if not isinstance(d, tuple)]
+        self._arrays = arrays
+        self._non_raw = [k for k in arrays if not self.params[k].raw]
+        self._shaping = [k for k in self._non_raw if k < self.n_in]  # inputs: outputs' shape
+        self._out_dtypes = [p.type if p.is_placeholder else np.dtype(p.type)
+                            for p in self.params[self.n_in:]]
 
     def __call__(self, *args, size=None):
         """``size``: as CuPy's, the number of indices ``i`` of a launch whose arrays are all raw
         (C-contiguous, passed as flat pointers)."""
-        params = self.params
-        if len(args) not in (self.n_in, len(params)):
-            raise TypeError(f"{self.name}: expected {self.n_in} or {len(params)} arguments, "
-                            f"got {len(args)}")
-        args = list(args)
         if len(args) == self.n_in:
             args += self._allocate(args)
-        arrays = [(p, a) for p, a in zip(params, args) if isinstance(a, np.ndarray)]
-        key = tuple(a.dtype for _, a in arrays)
-        entry = self.entries.get(key)
-        if entry is None:
-            raise TypeError(f"{self.name}: no native signature for array dtypes "
-                            f"{[str(d) for d in key]}")
-        if size is not None or self._flat(arrays):
-            cols = size if size is not None else next(a.size for p, a in arrays if not p.raw)
-            rows, strides = 1, None
-            values = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
+        elif len(args) != len(self.params):
+            raise TypeError(f"{self.name}: expected {self.n_in} or {len(self.params)} arguments, "
+                            f"got {len(args)}")
+        arrays = self._arrays
+        try:
+            key = tuple([args[k].dtype for k in arrays])
+            entry = self.entries[key]
+        except (AttributeError, KeyError):
+            raise TypeError(f"{self.name}: no native signature for array arguments "
+                            f"{[getattr(args[k], 'dtype', type(args[k])) for k in arrays]}") from None
+        if size is None and self._flat(args):
+            size = args[self._non_raw[0]].size
+        if size is not None:
+            values = list(args)
+            for k in arrays:
+                values[k] = args[k].__array_struct__
+            entry.capsules(*values, size)
         else:
-            values, rows, cols, strides, _alive = self._strided(params, args)
-        entry(*values, rows, cols, strides)  # _alive: the copies and views pointed into
-        outs = args[self.n_in:]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+            values, rows, cols, strides, _alive = self._strided(self.params, args)
+            entry.pointers(*values, rows, cols, strides)  # _alive: the copies pointed into
+        if len(args) == self.n_in + 1:
+            return args[-1]
+        return args[self.n_in:]
 
     def _allocate(self, args):
         """Outputs for a call that gave only inputs (CuPy's rules: broadcast shape; dtype of the
         type letter, else the parameter's own dtype)."""
-        inputs = [(p, a) for p, a in zip(self.params, args) if isinstance(a, np.ndarray)]
-        letters = {p.type: a.dtype for p, a in inputs if p.is_placeholder}
-        shape = np.broadcast_shapes(*(a.shape for p, a in inputs if not p.raw))
+        shapes = [args[k].shape for k in self._shaping]
+        shape = shapes[0] if shapes.count(shapes[0]) == len(shapes) else np.broadcast_shapes(*shapes)
         if self.is_reduction:
             shape = shape[:-1]
-        return [np.empty(shape, letters[p.type] if p.is_placeholder else np.dtype(p.type))
-                for p in self.params[self.n_in:]]
+        letters = {self.params[k].type: args[k].dtype for k in self._arrays
+                   if k < self.n_in and self.params[k].is_placeholder}
+        return tuple(np.empty(shape, letters[d] if isinstance(d, str) else d)
+                     for d in self._out_dtypes)
 
-    def _flat(self, arrays):
+    def _flat(self, args):
         """Whether a flat launch fits: an elementwise kernel whose arrays are all C-contiguous
         and whose non-raw arrays all have one shape."""
-        shapes = [a.shape for p, a in arrays if not p.raw]
-        return not self.is_reduction and all(s == shapes[0] for s in shapes) and all(
-            a.flags.c_contiguous for _, a in arrays)
+        if self.is_reduction or not self._non_raw:
+            return False
+        shape = args[self._non_raw[0]].shape
+        for k in self._arrays:
+            a = args[k]
+            if not a.flags.c_contiguous or (not self.params[k].raw and a.shape != shape):
+                return False
+        return True
 
     def _strided(self, params, args):
         """Argument values, rows, cols, the element-stride pointer of a broadcast launch and the

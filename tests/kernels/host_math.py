@@ -17,7 +17,7 @@ HostCompileError = host_compiler.HostCompileError
 
 def _entry(spec, dtypes, preamble):
     entries = native_kernels.load_entries(spec, [tuple(dtypes)], preamble)
-    return next(iter(entries.values()))
+    return next(iter(entries.values())).pointers
 
 
 def _values(args, dtypes):
