@@ -188,6 +188,15 @@ class Tensor:
         """As int64."""
         return self.to(dtype=_backend.int64)
 
+    def type(self, dtype=None):
+        """PyTorch's ``type``: this tensor as ``dtype`` (``x.type(gpudl.float)``); without ``dtype``, the
+        name of this tensor's dtype."""
+        return str(self.dtype) if dtype is None else self.to(dtype=dtype)
+
+    def type_as(self, other) -> "Tensor":
+        """This tensor as ``other``'s dtype."""
+        return self.to(dtype=other.dtype)
+
     def numpy(self):
         """A detached host copy of the data as a NumPy array (always a copy)."""
         host = _backend.to_host(self.data)
@@ -202,7 +211,7 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted to a Python number, "
                              f"this one has shape {self.shape}")
-        return self.data.item()
+        return _backend.item(self.data)
 
     def __array__(self, dtype=None, copy=None):
         if self.device.kind != "cpu":

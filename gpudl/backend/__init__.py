@@ -146,6 +146,44 @@ def to_host(array):
     return backend_of(array).to_host(array)
 
 
+def item(array):
+    """The value of the one-element ``array`` as a Python number (on the GPU a host sync, which
+    also raises this thread's pending device errors)."""
+    return backend_of(array).item(array)
+
+
+_device_counters = [None]
+
+
+def set_device_counters(counters) -> None:
+    """Install ``counters()``, returning ``(kernel launches, device-to-host syncs)`` made so far
+    by the calling thread (monotonic totals), for ``gpudl.profile()`` and ``gpudl bench``; None
+    removes it. CuPy has no launch hook: a CUPTI reader or the CuPy test double
+    (``tests/cupy_double``) can install one. Without it launches and syncs are not counted."""
+    _device_counters[0] = counters
+
+
+def device_counters():
+    """``(kernel launches, device-to-host syncs)`` so far on this thread, or None when no
+    counter is installed (see :func:`set_device_counters`)."""
+    counters = _device_counters[0]
+    return None if counters is None else counters()
+
+
+def check_device_errors() -> None:
+    """Raise this thread's first pending device-side error, as the host would have raised it.
+
+    On the GPU, invalid class targets and embedding indices are checked by a kernel that sets an
+    error flag instead of stopping (CuPy would silently wrap the index); the flags are read at
+    the thread's next host synchronisation (``.item()``, ``.numpy()``, ``float()``, ``bool()``,
+    ``synchronize``) and raised as the IndexError NumPy raises. Call this to read them earlier
+    (one small device-to-host copy when checks are pending; nothing on the CPU).
+    ``GPUDL_SYNC_CHECKS=1`` reads them after every checking op instead (a debug mode).
+    """
+    if _cupy_backend is not None:
+        _cupy_backend.fused.raise_pending_device_errors()
+
+
 def new_array(device: Device, factory: str, *args, **kwargs):
     """Call the array module's ``factory`` (``zeros``, ``ones``, ...) to create an array on ``device``."""
     backend = backend_for(device)
@@ -156,8 +194,9 @@ def new_array(device: Device, factory: str, *args, **kwargs):
 from .random import host_generator, manual_seed, new_generator, next_dropout_key, seed_dropout  # noqa: E402
 
 __all__ = [
-    "BackendError", "CPU", "Device", "NUMPY", "VALID_BACKENDS", "backend_for", "backend_of",
-    "get_cupy_backend", "cupy_gpu_usable", "default_device", "device_of", "dtype", "get_device",
-    "host_array_from_data", "installed_cupy_version", "host_generator", "is_array", "manual_seed", "new_array",
+    "BackendError", "CPU", "Device", "NUMPY", "VALID_BACKENDS", "backend_for", "backend_of", "check_device_errors",
+    "device_counters", "get_cupy_backend", "cupy_gpu_usable", "default_device", "device_of", "dtype", "get_device",
+    "host_array_from_data", "installed_cupy_version", "host_generator", "is_array", "item", "manual_seed", "new_array",
+    "set_device_counters",
     "new_generator", "next_dropout_key", "seed_dropout", "set_default_device", "to_device", "to_host",
 ]

@@ -34,13 +34,25 @@ class CupyBackend:
             return cupy.asarray(array)
 
     def to_host(self, array):
-        """A device array copied to the host as a NumPy array."""
-        return array.get()
+        """A device array copied to the host as a NumPy array (a host sync: pending device
+        errors of this thread are raised here)."""
+        host = array.get()
+        self.fused.raise_pending_device_errors()
+        return host
+
+    def item(self, array):
+        """The value of a one-element device array as a Python number (a host sync, as
+        :meth:`to_host`)."""
+        value = array.item()
+        self.fused.raise_pending_device_errors()
+        return value
 
     def synchronize(self, device=None):
-        """Wait until all work queued on ``device`` (default: current) has finished."""
+        """Wait until all work queued on ``device`` (default: current) has finished; then raise
+        this thread's pending device errors."""
         with cupy.cuda.Device(device.index if device is not None else cupy.cuda.Device().id):
             cupy.cuda.Device().synchronize()
+        self.fused.raise_pending_device_errors()
 
     def version(self) -> str:
         """Version string of the array library."""

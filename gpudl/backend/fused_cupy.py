@@ -7,6 +7,8 @@ CuPy is imported only here. The launches made are exactly those listed in
 made contiguous), so the NVRTC check in tests/kernels covers them.
 """
 import functools
+import os
+import threading
 
 import numpy
 
@@ -56,45 +58,85 @@ def activation_backward(name, x, y, gy, **params):
 # ---------------------------------------------------------------------------------------------
 # device-side index checks
 
-_pending_errors = []  # (error array on the device, num_classes, ignore_index, what)
-_MAX_PENDING = 1024
+class _ErrorLog:
+    """The device-side index checks of one thread on one device that nobody has read yet.
+
+    Row ``k`` of ``flags`` (int64 ``[capacity, 2]`` on the device) is written by check ``k``
+    (``[1, offending value]``, or left zero); ``checks[k]`` says what it checked. The buffer grows
+    on the device when full, so no check ever forces a synchronisation."""
+
+    def __init__(self):
+        self.flags = None
+        self.checks = []
+
+    def next_row(self):
+        """The flag row for the next check (a view into ``flags``)."""
+        used = len(self.checks)
+        if self.flags is None or used == self.flags.shape[0]:
+            grown = cupy.zeros((max(64, 2 * used), 2), dtype=numpy.int64)
+            if used:
+                grown[:used] = self.flags
+            self.flags = grown
+        return self.flags[used]
+
+
+_threads = threading.local()  # .logs: {device id: _ErrorLog}, so one thread never sees another's
+
+
+def _error_logs():
+    logs = getattr(_threads, "logs", None)
+    if logs is None:
+        logs = _threads.logs = {}
+    return logs
+
+
+def sync_checks():
+    """True when ``GPUDL_SYNC_CHECKS=1``: read every device check right after its launch (a debug
+    mode, like ``CUDA_LAUNCH_BLOCKING=1``: the error points at the op, each check costs a sync)."""
+    return os.environ.get("GPUDL_SYNC_CHECKS") == "1"
 
 
 def check_class_indices(indices, num_classes, ignore_index=None, what="target"):
     """Check on the device that ``indices`` lie in ``[0, num_classes)`` (or are ``ignore_index``).
 
-    Launches one kernel that writes ``[1, offending value]`` into a small int64 error array; no
-    host synchronisation. The error is raised (IndexError, same message as NumPy) by the next
-    :func:`raise_pending_device_errors`, which the training loop calls at each log interval
-    (a host sync point). A non-integer dtype raises ValueError at once.
+    Launches one kernel that writes ``[1, offending value]`` into this thread's error log; no
+    host synchronisation. The error is raised (IndexError, same message as NumPy) at the thread's
+    next host synchronisation (``backend.to_host``/``item``/``synchronize``: ``.item()``,
+    ``.numpy()``, ``float()``...) or by :func:`raise_pending_device_errors`; at once with
+    ``GPUDL_SYNC_CHECKS=1``. A non-integer dtype raises ValueError at once.
     """
     if indices.dtype.kind not in "iu":
         raise ValueError(f"{what} indices must be an integer array, got dtype {indices.dtype}")
     if indices.size == 0:
         return
     indices = _as_target(indices)
-    error = cupy.zeros(2, dtype=numpy.int64)
     ignore = _NO_IGNORE if ignore_index is None else int(ignore_index)
-    kernel("check_class_indices")(indices, int(num_classes), ignore, error)
-    _pending_errors.append((error, num_classes, ignore_index, what))
-    if len(_pending_errors) > _MAX_PENDING:
+    log = _error_logs().setdefault(indices.device.id, _ErrorLog())
+    kernel("check_class_indices")(indices, int(num_classes), ignore, log.next_row())
+    log.checks.append((num_classes, ignore_index, what))
+    if sync_checks():
         raise_pending_device_errors()
 
 
 def raise_pending_device_errors():
-    """Read the device error flags recorded since the last call (a host sync) and raise the first.
+    """Read this thread's device error flags recorded since the last call and raise the first.
 
-    Raises IndexError naming the offending value and the valid range, as NumPy would have.
+    Costs one small device-to-host copy per device with unread checks, nothing otherwise: call it
+    where the host waits for the device anyway. Raises IndexError naming the offending value and
+    the valid range, as NumPy would have.
     """
-    global _pending_errors
-    pending, _pending_errors = _pending_errors, []
-    if not pending:
-        return
-    flags = cupy.stack([e for e, *_ in pending]).get()
-    for (flag, value), (_, num_classes, ignore_index, what) in zip(flags, pending):
-        if flag:
-            raise IndexError(_host.invalid_index_message(what, int(value), num_classes,
-                                                         ignore_index))
+    for device_id, log in _error_logs().items():
+        used = len(log.checks)
+        if not used:
+            continue
+        with cupy.cuda.Device(device_id):
+            flags = log.flags[:used].get()
+            log.flags[:used] = 0
+        checks, log.checks = log.checks, []
+        for (flag, value), (num_classes, ignore_index, what) in zip(flags, checks):
+            if flag:
+                raise IndexError(_host.invalid_index_message(what, int(value), num_classes,
+                                                             ignore_index))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,10 @@ class NumpyBackend:
         """This backend's array as a NumPy array (no copy on the host)."""
         return array
 
+    def item(self, array):
+        """The value of a one-element array as a Python number."""
+        return array.item()
+
     def synchronize(self, device=None):
         """Wait for queued work on ``device`` (the host never queues)."""
 

@@ -46,9 +46,9 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100, 
 
     Targets outside ``[0, C)`` other than ``ignore_index`` are an error naming the value and the
     range. On the CPU it is raised here; on the GPU, where an index would silently wrap, the check
-    sets a device-side flag that is read — and raised — at the next host sync
-    (``backend.fused.raise_pending_device_errors()``, called by the training loop at each log
-    interval), so the step itself never waits for the device.
+    sets a device-side flag that is read — and raised as the same IndexError — at the thread's
+    next host sync (``.item()``, ``.numpy()``, ``float()``, ``gpudl.check_device_errors()``), so
+    the step itself never waits for the device (``GPUDL_SYNC_CHECKS=1``: raised here).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"softmax_cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
