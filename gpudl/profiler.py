@@ -2,10 +2,13 @@
 
 While a profile is active, every ``Function`` times its forward (in ``apply``) and its backward
 (in the engine); on the GPU each timed region first waits for the device, so the times are the
-op's own and not whatever was queued before it.
+op's own and not whatever was queued before it. Below the table: the buffer pool's hits,
+misses and dropped arrays during the profile (all threads) and the bytes it held at its end.
 """
 import time
 from collections import defaultdict
+
+from .backend.buffer_pool import POOL
 
 
 class _Active:
@@ -27,14 +30,17 @@ class Profile:
         self.print_on_exit = print_on_exit
         self.file = file
         self._previous = None
+        self._pool_at_start = self._pool_at_end = None
 
     def __enter__(self):
         self._previous = active.profile
         active.profile = self
+        self._pool_at_start = POOL.stats()
         return self
 
     def __exit__(self, *exc):
         active.profile = self._previous
+        self._pool_at_end = POOL.stats()
         if self.print_on_exit and exc[0] is None:
             print(self.table(), file=self.file)
         return False
@@ -59,7 +65,18 @@ class Profile:
                          f"{1e3 * self.backward_seconds[op]:>13.3f}{1e3 * both:>11.3f}{100 * both / total:>7.1f}%")
         lines.append(f"{'total':<24}{sum(self.calls.values()):>8}{1e3 * sum(self.forward_seconds.values()):>13.3f}"
                      f"{1e3 * sum(self.backward_seconds.values()):>13.3f}{1e3 * total:>11.3f}")
+        pool = self.buffer_pool()
+        lines.append(f"buffer pool: {pool['hits']} hits, {pool['misses']} misses, {pool['dropped']} dropped, "
+                     f"{pool['held_bytes'] / 2**20:.1f} MiB held")
         return "\n".join(lines)
+
+    def buffer_pool(self) -> dict:
+        """The buffer pool's ``hits``, ``misses`` and ``dropped`` arrays during the profile (so far, while
+        it runs) and the ``held_bytes`` at its end."""
+        end = self._pool_at_end or POOL.stats()
+        start = self._pool_at_start or dict.fromkeys(end, 0)
+        counts = {key: end[key] - start[key] for key in ("hits", "misses", "dropped")}
+        return {**counts, "held_bytes": end["held_bytes"]}
 
 
 def profile(print_on_exit=True, file=None) -> Profile:

@@ -120,9 +120,22 @@ class Function:
                     "modifying it, or modify a copy (.clone())")
 
     def release(self):
-        """Drop what backward needed, so the graph can be freed."""
+        """Drop what backward needed, so the graph can be freed: after it the Function holds no
+        arrays (saved ones, or attributes such as pooling indices and batch statistics) and no edges,
+        so tensors kept from a step (a loss for logging) keep only this small object alive."""
         self.saved = ()
         self.inputs = None
+        self.edges = None
+        for name, value in vars(self).items():
+            if _holds_arrays(value):
+                setattr(self, name, None)  # replacing a value keeps the dict's size: safe while iterating
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+def _holds_arrays(value) -> bool:
+    """True for an array, or a tuple or list with one (an advanced index)."""
+    if _backend.is_array(value):
+        return True
+    return isinstance(value, (tuple, list)) and any(_backend.is_array(v) for v in value)

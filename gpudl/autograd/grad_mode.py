@@ -1,13 +1,16 @@
-"""Switching graph recording on and off: ``no_grad()`` and ``enable_grad()``."""
+"""Switching graph recording on and off: ``no_grad()`` and ``enable_grad()``.
+
+The mode is per thread, as PyTorch's: an evaluation thread inside ``no_grad`` leaves the graphs
+another thread builds at the same time untouched, and every new thread starts with recording on.
+"""
 import contextlib
 import functools
+import threading
 
 
-class _GradMode:
-    __slots__ = ("enabled",)
-
+class _GradMode(threading.local):
     def __init__(self):
-        self.enabled = True
+        self.enabled = True  # runs once in each thread, on its first look at the mode
 
 
 grad_mode = _GradMode()
@@ -40,5 +43,5 @@ def enable_grad():
 
 
 def is_grad_enabled() -> bool:
-    """True when ops currently record the graph."""
+    """True when ops in this thread currently record the graph."""
     return grad_mode.enabled

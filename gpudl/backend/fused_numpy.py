@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from gpudl.backend.buffer_pool import POOL
+from gpudl.backend.device import CPU
 from gpudl.backend.erf import erf as _erf64
 from gpudl.backend.masked_softmax import masked_softmax_backward, masked_softmax_forward  # noqa: F401 (attention)
 from gpudl.backend.kernel_specs import (ACTIVATION_BACKWARD_USES, ACTIVATION_PARAMS, ACTIVATIONS,
@@ -440,18 +442,12 @@ def dropout_backward(gy, p, seed, step):
 # ---------------------------------------------------------------------------------------------
 # optimizers (in place)
 
-_workspace = {}
-
-
-def _scratch(like, slot):
-    """A reusable buffer shaped like ``like`` (avoids fresh allocations every step)."""
-    key = (like.shape, like.dtype.str, slot)
-    buf = _workspace.get(key)
-    if buf is None:
-        if len(_workspace) > 256:
-            _workspace.clear()
-        buf = _workspace[key] = np.empty(like.shape, like.dtype)
-    return buf
+def _scratch(like, taken):
+    """A temporary shaped like ``like`` from the buffer pool (no fresh allocation every step), listed
+    in ``taken`` to be given back when the update is done."""
+    array = POOL.take(np, CPU, like.shape, like.dtype)
+    taken.append(array)
+    return array
 
 
 def _write_back(dst, src):
@@ -471,8 +467,9 @@ def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
     p = _acc(param)
     A = p.dtype.type
     g = _acc(grad)
+    taken = []
     if weight_decay != 0.0:
-        g = np.multiply(p, A(weight_decay), out=_scratch(p, "g"))
+        g = np.multiply(p, A(weight_decay), out=_scratch(p, taken))
         g += grad
     if momentum != 0.0:
         if momentum_buffer is None:
@@ -485,16 +482,17 @@ def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
             if dampening == 0.0:  # (1 - 0) g is g exactly: one pass less
                 buf += g
             else:
-                buf += np.multiply(g, A(1.0 - dampening), out=_scratch(p, "t"))
+                buf += np.multiply(g, A(1.0 - dampening), out=_scratch(p, taken))
         _write_back(momentum_buffer, buf)
         if nesterov:
-            t = np.multiply(buf, A(momentum), out=_scratch(p, "t"))
+            t = np.multiply(buf, A(momentum), out=_scratch(p, taken))
             g = np.add(g, t, out=t)
         else:
             g = buf
-    t = np.multiply(g, A(lr), out=_scratch(p, "t2"))
+    t = np.multiply(g, A(lr), out=_scratch(p, taken))
     p -= t
     _write_back(param, p)
+    POOL.give(CPU, *taken)
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
@@ -512,16 +510,17 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, 
     p = _acc(param)
     A = p.dtype.type
     g = _acc(grad)
+    taken = []
     with np.errstate(all="ignore"):
         if weight_decay != 0.0:
             if decoupled:
                 p *= A(1.0 - lr * weight_decay)
             else:
-                g = np.multiply(p, A(weight_decay), out=_scratch(p, "g"))
+                g = np.multiply(p, A(weight_decay), out=_scratch(p, taken))
                 g += grad
         m = _acc(exp_avg)
         v = _acc(exp_avg_sq)
-        t = _scratch(p, "t")
+        t = _scratch(p, taken)
         m *= A(beta1)
         m += np.multiply(g, A(1.0 - beta1), out=t)
         v *= A(beta2)
@@ -541,6 +540,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, 
         denom *= A(step_size)
         p -= denom
     _write_back(param, p)
+    POOL.give(CPU, *taken)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""2-D convolution by im2col and one GEMM, plus the window geometry and scratch space pooling shares.
+"""2-D convolution by im2col and one GEMM, plus the window geometry and padding pooling shares.
 
 Memory layout. A convolution's output is stored batch-last, as [C, H, W, N], and handed out as a
 transposed view with PyTorch's logical shape [N, C, H, W]. With im2col columns laid out
@@ -13,46 +13,11 @@ without copying.
 """
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
+from ..backend.buffer_pool import POOL
 from ._util import accumulation_dtype
 from .linear import check_same_dtype, gemm
 
 
-class Workspace:
-    """Scratch arrays reused between calls, keyed by device, shape and dtype.
-
-    A training step needs the same large temporaries (im2col columns, padded inputs) every time,
-    and fresh multi-MB arrays cost page faults on each step. An array is taken out while in use
-    (columns stay out until backward has used them) and given back afterwards; one that is never
-    given back (its graph was dropped without a backward) is simply garbage-collected. At most
-    ``per_key`` arrays are kept for each of the ``max_keys`` most recently used shapes.
-    """
-
-    def __init__(self, max_keys=16, per_key=2):
-        self._free = {}  # key -> arrays; insertion order is least recently used first
-        self.max_keys, self.per_key = max_keys, per_key
-
-    def take(self, xp, device, shape, dtype):
-        """An array of ``shape`` and ``dtype`` on ``device`` with arbitrary contents."""
-        arrays = self._free.pop((device, shape, dtype), None)
-        if arrays:
-            array = arrays.pop()
-            if arrays:
-                self._free[(device, shape, dtype)] = arrays
-            return array
-        return xp.empty(shape, dtype=dtype)
-
-    def give_back(self, device, array):
-        """Return ``array`` (from ``take``) for reuse; the caller must not touch it afterwards."""
-        key = (device, array.shape, array.dtype)
-        arrays = self._free.pop(key, [])
-        if len(arrays) < self.per_key:
-            arrays.append(array)
-        self._free[key] = arrays
-        if len(self._free) > self.max_keys:
-            del self._free[next(iter(self._free))]
-
-
-WORKSPACE = Workspace()
 TO_BATCH_LAST = (1, 2, 3, 0)  # logical [N, C, H, W] -> memory order [C, H, W, N]
 TO_NCHW = (3, 0, 1, 2)        # and back
 
@@ -87,10 +52,10 @@ def window_tap(i, j, out_hw, stride, dilation):
 
 def batch_last_padded(xp, device, x, pads, fill):
     """``x`` [N, C, H, W] copied into a workspace array laid out [C, H+top+bottom, W+left+right, N]
-    whose border holds ``fill``; give it back to ``WORKSPACE`` when done."""
+    whose border holds ``fill``; give it back to the buffer pool when done."""
     n, c, h, w = x.shape
     top, bottom, left, right = pads
-    buffer = WORKSPACE.take(xp, device, (c, h + top + bottom, w + left + right, n), x.dtype)
+    buffer = POOL.take(xp, device, (c, h + top + bottom, w + left + right, n), x.dtype)
     buffer[:, :top] = fill
     buffer[:, top + h:] = fill
     buffer[:, top:top + h, :left] = fill
@@ -121,10 +86,10 @@ class Conv2d(Function):
         windows = xp.lib.stride_tricks.as_strided(  # [C, kh, kw, OH, OW, N]: the columns, not yet copied
             source, (c, kh, kw, oh, ow, n),
             (sc, sh * self.dilation[0], sw * self.dilation[1], sh * self.stride[0], sw * self.stride[1], sn))
-        columns = WORKSPACE.take(xp, self.device, windows.shape, x.dtype)
+        columns = POOL.take(xp, self.device, windows.shape, x.dtype)
         xp.copyto(columns, windows)
         if padded:
-            WORKSPACE.give_back(self.device, source)
+            POOL.give(self.device, source)
         g = self.groups
         out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, -1, oh * ow * n)).reshape(o, oh, ow, n)
         if bias is not None:
@@ -132,7 +97,7 @@ class Conv2d(Function):
         if self.keep_columns:
             self.columns = columns
         else:
-            WORKSPACE.give_back(self.device, columns)
+            POOL.give(self.device, columns)
         self.saved = (weight,)
         return out.transpose(TO_NCHW)
 
@@ -151,10 +116,10 @@ class Conv2d(Function):
         if self.needs_input_grad[0]:
             n, c, _, _ = self.x_shape
             kh, kw = weight.shape[2:]
-            gcolumns = WORKSPACE.take(xp, self.device, (c, kh, kw) + tuple(self.out_hw) + (n,), grad.dtype)
+            gcolumns = POOL.take(xp, self.device, (c, kh, kw) + tuple(self.out_hw) + (n,), grad.dtype)
             gemm(xp, weight.reshape(g, o // g, -1).transpose(0, 2, 1), grad3, out=gcolumns.reshape(g, -1, length))
             gx = self._col2im(gcolumns)
-            WORKSPACE.give_back(self.device, gcolumns)
+            POOL.give(self.device, gcolumns)
         return gx, gw, gb
 
     def _col2im(self, gcolumns):
@@ -172,7 +137,7 @@ class Conv2d(Function):
 
     def release(self):
         if self.columns is not None:
-            WORKSPACE.give_back(self.device, self.columns)
+            POOL.give(self.device, self.columns)
             self.columns = None
         super().release()
 

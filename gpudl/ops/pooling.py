@@ -2,8 +2,9 @@
 input (one view per window tap), never a loop over pixels."""
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
+from ..backend.buffer_pool import POOL
 from ._util import accumulation_dtype
-from .conv import TO_BATCH_LAST, TO_NCHW, WORKSPACE, batch_last_padded, output_size, pair, positive_pair, window_tap
+from .conv import TO_BATCH_LAST, TO_NCHW, batch_last_padded, output_size, pair, positive_pair, window_tap
 
 
 class _Pool2d(Function):
@@ -54,7 +55,7 @@ class _Pool2d(Function):
 
     def _give_back(self):
         if self.padded_source is not None:
-            WORKSPACE.give_back(self.backend.device_of(self.padded_source), self.padded_source)
+            POOL.give(self.backend.device_of(self.padded_source), self.padded_source)
             self.padded_source = None
 
 

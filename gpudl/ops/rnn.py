@@ -7,8 +7,9 @@ is one product for the recurrence (``h_prev @ W_hh.T``) and one fused cell kerne
 ``dh = dgates_t @ W_hh`` and the cell's backward kernel inside the loop; the gradients of ``x``,
 ``W_ih`` with the input bias, and ``W_hh`` are single matrix products over all steps after it.
 
-Buffers are allocated once per call for the whole sequence, from a pool that takes them back when
-the graph is freed. Saved for backward:
+Buffers are allocated once per call for the whole sequence, from the buffer pool
+(gpudl.backend.buffer_pool), which takes back those that never leave the Function (not the states
+``hs``, whose outputs are views of it, nor the returned gradients) once the graph is freed. Saved for backward:
   all kinds  x (time-major, with the ones column) and the hidden states ``hs`` [T+1, B, H] (h0
              included)
   LSTM       the gate activations i, f, g, o [T, B, 4H] (written over the input projection),
@@ -24,39 +25,10 @@ row's length are zero.
 """
 from .. import backend as _backend
 from ..autograd.function import Function
+from ..backend.buffer_pool import POOL
 from ..tensor import Tensor
 from ._util import accumulation_dtype
 from .linear import gemm
-
-
-class _BufferPool:
-    """Per-sequence buffers handed back once the graph that saved them is freed, so that the next
-    step reuses their memory instead of faulting in fresh pages (tens of MB at large batches;
-    DESIGN.md §5). Only buffers that never leave the Function are pooled: not the states ``hs``,
-    whose outputs are views of it, and not the returned gradients."""
-
-    MAX_KEYS = 64
-    PER_KEY = 2
-
-    def __init__(self):
-        self._free = {}
-
-    def take(self, xp, device, shape, dtype):
-        """A buffer of ``shape`` and ``dtype`` on ``device`` (contents undefined)."""
-        free = self._free.get((device, shape, dtype))
-        return free.pop() if free else xp.empty(shape, dtype)
-
-    def give(self, device, *arrays):
-        """Return ``arrays`` (nobody may use them any more) for later ``take`` calls."""
-        if len(self._free) > self.MAX_KEYS:
-            self._free.clear()
-        for array in arrays:
-            free = self._free.setdefault((device, array.shape, array.dtype), [])
-            if len(free) < self.PER_KEY:
-                free.append(array)
-
-
-_POOL = _BufferPool()
 
 
 class _Recurrence(Function):
@@ -77,7 +49,7 @@ class _Recurrence(Function):
 
     def _buffer(self, shape, dtype):
         """A per-sequence buffer from the pool."""
-        return _POOL.take(self.xp, self.device, shape, dtype)
+        return POOL.take(self.xp, self.device, shape, dtype)
 
     def _order(self, steps):
         """``(t, prev, cur)`` in processing order: ``hs[prev]`` enters step t, ``hs[cur]`` leaves it."""
@@ -119,7 +91,7 @@ class _Recurrence(Function):
             gemm(xp, hs[prev], w_hh.T, out=hw)
             self._cell_forward(fused, cell, xw, hw, hs, t, prev, cur)
         internal = self._internal(xw, cell)
-        _POOL.give(self.device, *([hw] if any(a is xw for a in internal) else [hw, xw]))
+        POOL.give(self.device, *([hw] if any(a is xw for a in internal) else [hw, xw]))
         y = hs[:steps] if self.reverse else hs[1:]
         if self.lengths is not None:
             valid = self.lengths[None, :] > xp.arange(steps)[:, None]
@@ -164,15 +136,15 @@ class _Recurrence(Function):
             gb_ih = gwa[:, features] if self.bias_column else None
         if needs[6]:
             gb_hh = gb_ih if shared else dgh2.sum(axis=0, dtype=accumulation_dtype(dtype))
-        _POOL.give(self.device, *((dgx,) if shared else (dgx, dgh)))
+        POOL.give(self.device, *((dgx,) if shared else (dgx, dgh)))
         return gx, gh0, gc0, gw_ih, gw_hh, gb_ih if needs[5] else None, gb_hh
 
     def release(self):
         """Drop what backward needed; the buffers only this Function saw go back to the pool."""
         if self.saved:
-            _POOL.give(self.device, *self.saved[5:])
+            POOL.give(self.device, *self.saved[5:])
             if self.bias_column:
-                _POOL.give(self.device, self.saved[0])
+                POOL.give(self.device, self.saved[0])
         super().release()
 
     # hooks --------------------------------------------------------------------------------

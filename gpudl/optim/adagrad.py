@@ -18,11 +18,11 @@ class Adagrad(Optimizer):
 
     def _update(self, param, group, state, index):
         xp = param.backend.xp
-        grad = self._effective_grad(param, index, group["maximize"], group["weight_decay"])
+        grad = self._effective_grad(param, group["maximize"], group["weight_decay"])
         state["step"] = step = state.get("step", 0) + 1
         total = self._state_array(state, "sum", param, group["initial_accumulator_value"])
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-        work = self._buffer(index, "work", param.data)
+        work = self._buffer(param.data)
         total += xp.multiply(grad, grad, out=work)
         xp.sqrt(total, out=work)
         work += group["eps"]

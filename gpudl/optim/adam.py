@@ -26,7 +26,7 @@ class Adam(Optimizer):
         self._require(group["weight_decay"] >= 0, f"invalid weight_decay={group['weight_decay']!r} (must be >= 0)")
 
     def _update(self, param, group, state, index):
-        grad = self._effective_grad(param, index, group["maximize"])
+        grad = self._effective_grad(param, group["maximize"])
         state["step"] = step = state.get("step", 0) + 1
         exp_avg = self._state_array(state, "exp_avg", param)
         exp_avg_sq = self._state_array(state, "exp_avg_sq", param)

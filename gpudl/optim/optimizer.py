@@ -9,6 +9,7 @@ import contextlib
 
 from .. import backend as _backend
 from ..autograd.grad_mode import enable_grad
+from ..backend.buffer_pool import POOL
 from ..tensor import Tensor
 
 _NO_CONTEXT = contextlib.nullcontext()
@@ -21,7 +22,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}        # parameter index -> {name: array | int}; what state_dict() saves
-        self._workspace = {}   # parameter index -> {name: array}; reusable temporaries, never saved
+        self._taken = []       # temporaries of the update in progress, from the buffer pool
         if isinstance(params, (Tensor, dict)):
             raise TypeError(f"{type(self).__name__}: params should be an iterable of tensors or of dicts "
                             f"(parameter groups), got a {type(params).__name__}")
@@ -117,8 +118,12 @@ class Optimizer:
                     if state is None:
                         state = self.state[index] = {}
                     backend = param.backend
-                    with backend.context(param.device) if backend.needs_device_context else _NO_CONTEXT:
-                        self._update(param, group, state, index)
+                    try:
+                        with backend.context(param.device) if backend.needs_device_context else _NO_CONTEXT:
+                            self._update(param, group, state, index)
+                    finally:
+                        POOL.give(param.device, *self._taken)
+                        self._taken.clear()
                     param._version[0] += 1  # saved-for-backward checks see the in-place change
                 index += 1
         return loss
@@ -127,12 +132,12 @@ class Optimizer:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- helpers for _update
-    def _buffer(self, index: int, name: str, like):
-        """A temporary shaped like ``like``, kept between steps so a step allocates nothing."""
-        buffers = self._workspace.setdefault(index, {})
-        array = buffers.get(name)
-        if array is None or array.shape != like.shape or array.dtype != like.dtype:
-            array = buffers[name] = _backend.backend_of(like).xp.empty_like(like)
+    def _buffer(self, like):
+        """A temporary shaped like ``like`` for the update in progress, from the buffer pool (so a step
+        allocates nothing); ``step`` gives it back after the update."""
+        backend = _backend.backend_of(like)
+        array = POOL.take(backend.xp, backend.device_of(like), like.shape, like.dtype)
+        self._taken.append(array)
         return array
 
     def _state_array(self, state: dict, name: str, param, fill=0.0):
@@ -142,13 +147,13 @@ class Optimizer:
             array = state[name] = param.backend.xp.full_like(param.data, fill)
         return array
 
-    def _effective_grad(self, param, index: int, maximize: bool, weight_decay: float = 0.0):
+    def _effective_grad(self, param, maximize: bool, weight_decay: float = 0.0):
         """``±grad + weight_decay * param`` (minus for ``maximize``) as an array; ``param.grad`` is untouched."""
         grad = param.grad.data
         if not maximize and weight_decay == 0:
             return grad
         xp = param.backend.xp
-        out = self._buffer(index, "grad", grad)
+        out = self._buffer(grad)
         if weight_decay == 0:
             return xp.negative(grad, out=out)
         xp.multiply(param.data, weight_decay, out=out)
@@ -203,7 +208,6 @@ class Optimizer:
             group.update({key: value for key, value in saved.items() if key != "params"})
             self._check_hyperparameters(group)
         self.state = state
-        self._workspace = {}
 
     def _restore_state_value(self, value, param, index, key):
         data = value.data if isinstance(value, Tensor) else value

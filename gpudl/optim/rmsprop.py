@@ -19,10 +19,10 @@ class RMSprop(Optimizer):
     def _update(self, param, group, state, index):
         xp = param.backend.xp
         alpha = group["alpha"]
-        grad = self._effective_grad(param, index, group["maximize"], group["weight_decay"])
+        grad = self._effective_grad(param, group["maximize"], group["weight_decay"])
         state["step"] = state.get("step", 0) + 1
         square_avg = self._state_array(state, "square_avg", param)
-        work = self._buffer(index, "work", param.data)
+        work = self._buffer(param.data)
         square_avg *= alpha
         xp.multiply(grad, grad, out=work)
         work *= 1 - alpha

@@ -24,7 +24,7 @@ class SGD(Optimizer):
                       f"dampening={group['dampening']!r})")
 
     def _update(self, param, group, state, index):
-        grad = self._effective_grad(param, index, group["maximize"])
+        grad = self._effective_grad(param, group["maximize"])
         momentum = group["momentum"]
         buffer, first_step = None, False
         if momentum != 0:
