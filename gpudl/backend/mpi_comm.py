@@ -97,6 +97,7 @@ class MpiCommunicator:
         """Say why on stderr and end every rank of the job (exit code 1)."""
         sys.stderr.write(f"gpudl.distributed: rank {self.rank} of {self.size}: {reason}; aborting all ranks\n")
         sys.stderr.flush()
+        time.sleep(0.5)  # the launcher forwards output asynchronously: MPI_Abort at once can lose the line
         self.comm.Abort(1)
 
     # ------------------------------------------------------------------ host staging of device arrays

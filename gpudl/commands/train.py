@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from .. import backend as _backend
@@ -47,7 +48,29 @@ def add_parser(commands):
                              "the newest run in runs/<model>); says where it resumes and what changed")
     parser.add_argument("--plot", action="store_true", help="write curves.png (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines (stderr)")
+    parser.add_argument("--nproc", type=_positive_int, default=1,
+                        help="data parallel over N processes started with mpiexec (gpudl[mpi]); --batch-size stays "
+                             "the global batch" + DEFAULT)
     parser.set_defaults(run=run)
+    _PARSERS["train"] = parser
+
+
+_PARSERS = {}
+
+
+def _rank_command_line(args):
+    """The ``gpudl train`` arguments that repeat ``args`` in each rank of an ``--nproc`` launch."""
+    line = ["train", args.model]
+    for action in _PARSERS["train"]._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "nproc") or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0 or value == action.const:  # a switch, or --resume without a path
+            line.append(flag)
+        else:
+            line += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return line
 
 
 def add_training_options(parser):
@@ -116,13 +139,21 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
     from ..data import DataError, DataLoader, FashionMNIST, random_split
     from ..data.mnist import ROOT_HINT
     from ..finetune import trainable_parameters
+    from ..distributed.training import DataParallelRun, in_mpi_launch, launch
     from ..train import evaluate, fit
+    if args.nproc > 1 and not in_mpi_launch():
+        return launch(args.nproc, _rank_command_line(args))
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install 'gpudl[plot]'") from None
     _select_backend(args.backend)
+    parallel = DataParallelRun(args.batch_size) if in_mpi_launch() else None
+    if parallel is not None and args.nproc not in (1, parallel.size):
+        raise CommandError(f"--nproc {args.nproc}, but the MPI launcher started {parallel.size} ranks")
+    if parallel is not None and not parallel.is_writer:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 prints
     out, resume = runs.plan_folders(args.model, args.out, args.resume)
     state = None
     if resume is not None:
@@ -143,6 +174,10 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
     train_loader = DataLoader(train_part, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     val_loader = DataLoader(val_part, batch_size=1024) if n_val else None
     test_loader = DataLoader(test_set, batch_size=1024)
+    if parallel is not None:
+        train_loader = parallel.shard_train_loader(train_loader)
+        val_loader = val_loader and DataLoader(parallel.shard_dataset(val_part), batch_size=1024)
+        test_loader = DataLoader(parallel.shard_dataset(test_set), batch_size=1024)
 
     model = models.build(args.model, dropout=args.dropout, width=args.width)
     notes = runs.start_model(args, model, state, resume)
@@ -152,6 +187,8 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
         for saved, group in zip(state["optimizer"]["param_groups"], optimizer.param_groups):
             saved.update({key: value for key, value in group.items() if key != "params"})
     loss_fn = nn.functional.softmax_cross_entropy
+    if parallel is not None and out is None:
+        out = parallel.from_rank0(runs.new_run_folder, Path("runs") / args.model)
     out = out or runs.new_run_folder(Path("runs") / args.model)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / runs.CHECKPOINT
@@ -163,7 +200,7 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
     if state is not None and state["epoch"] >= args.epochs:
         model.load_state_dict(state["model"])
         if test:
-            print(f"test accuracy: {100 * evaluate(model, loss_fn, test_loader)[1]:.2f}%")
+            print(f"test accuracy: {100 * evaluate(model, loss_fn, test_loader, parallel)[1]:.2f}%")
         return 0
 
     def report(epoch, history):
@@ -172,15 +209,22 @@ def run(args, *, on_epoch_end=None, test=True) -> int:
         if history["val_loss"]:
             line += f", val loss {history['val_loss'][-1]:.4f} acc {100 * history['val_acc'][-1]:.2f}%"
         line += f", {history['epoch_seconds'][-1]:.1f} s ({history['samples_per_s'][-1]:.0f} samples/s)"
+        if parallel is not None:
+            line += f", {parallel.size} ranks, gradient all-reduce {parallel.communication_per_step(history)}"
         print(line, flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
 
+    if parallel is not None:
+        model = parallel.wrap(model)
     history = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=args.epochs, seed=args.seed,
-                  checkpoint=checkpoint, resume=state, progress=not args.no_progress, on_epoch_end=report,
-                  config=runs.settings(args))
+                  checkpoint=checkpoint, resume=state, progress=not args.no_progress
+                  and (parallel is None or parallel.is_writer), on_epoch_end=report, config=runs.settings(args),
+                  parallel=parallel)
     if test:
-        history["test_loss"], history["test_acc"] = evaluate(model, loss_fn, test_loader)
+        history["test_loss"], history["test_acc"] = evaluate(model, loss_fn, test_loader, parallel)
+    if parallel is not None and not parallel.is_writer:
+        return 0
     _write_json(out / "history.json", history)
     if args.plot:
         from ..plotting import plot_history

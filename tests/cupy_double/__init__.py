@@ -15,7 +15,7 @@ import types
 
 import numpy
 
-from . import _core, _cuda, _kernels, _random
+from . import _core, _cuda, _kernels, _nccl, _random
 from ._manifest import CUPY_VERSION, MANIFEST, NoStandInError, Signature, no_stand_in, \
     resolve_numpy, signature
 
@@ -304,6 +304,7 @@ def build():
     root = _modules["cupy"]
     root.__version__ = CUPY_VERSION
     _core._state.update(root=root, pool=_cuda.DEFAULT_POOL, device=_cuda.Device)
+    _nccl.register(_modules)
     return root
 
 

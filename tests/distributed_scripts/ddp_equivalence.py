@@ -1,6 +1,8 @@
 """Run under ``mpiexec -n 2``: DDP with different initial weights per rank, 5 SGD-momentum steps,
 each rank on its half of a 64-sample batch, against one process training on the whole batch.
-Each rank writes its findings as JSON to ``<out>/rank<r>.json`` (``out``: the first argument)."""
+Each rank writes its findings as JSON to ``<out>/rank<r>.json`` (``out``: the first argument).
+Options: ``--sync-batchnorm`` (a BatchNorm layer, SyncBatchNorm under DDP), ``--mpi`` (the MPI backend
+even for GPU tensors)."""
 import json
 import sys
 from pathlib import Path
@@ -34,7 +36,7 @@ def train(model, inputs, targets, parts):
 
 def main():
     batch_norm = "--sync-batchnorm" in sys.argv
-    dist.init_process_group()
+    dist.init_process_group("mpi" if "--mpi" in sys.argv else "auto")
     rank, world = dist.get_rank(), dist.get_world_size()
     gpudl.manual_seed(1234)
     inputs = gpudl.randn(BATCH, 10, dtype="float64")
@@ -59,7 +61,7 @@ def main():
         dist.all_gather(gathered, value)
         spread = max(spread, max(float((g.double() - gathered[0].double()).abs().max()) for g in gathered))
     Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps({
-        "world": world, "max_gap_to_one_process": gap, "max_spread_over_ranks": spread,
+        "world": world, "backend": dist.get_backend(), "device": str(inputs.device), "max_gap_to_one_process": gap, "max_spread_over_ranks": spread,
         "communication_seconds": model.communication_seconds}))
     dist.destroy_process_group()
 
