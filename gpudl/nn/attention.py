@@ -8,8 +8,8 @@ from .linear import Linear, check_size
 from .module import Module
 from .parameter import empty_parameter
 
-CAUSAL_HINT_ERROR = ("Need attn_mask if specifying the is_causal hint. You may use the Transformer module method "
-                     "`generate_square_subsequent_mask` to create this mask.")
+CAUSAL_HINT_ERROR = ("Need attn_mask if specifying the is_causal hint: pass the causal mask itself (a boolean "
+                     "[L, L] mask that is True above the diagonal)")
 
 
 class MultiheadAttention(Module):
@@ -67,26 +67,23 @@ class MultiheadAttention(Module):
         if is_causal and attn_mask is None:
             raise RuntimeError(CAUSAL_HINT_ERROR)
         batched = self._check_inputs(query, key, value)
+        batch_axis = 0 if self.batch_first else 1  # the inputs stay in their layout: no transposed copies
         if not batched:
-            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+            query, key, value = (t.unsqueeze(batch_axis) for t in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        if self.batch_first and batched:
-            query, key, value = (t.swapaxes(0, 1) for t in (query, key, value))
-        length, batch, _ = query.shape
-        source = key.shape[0]
+        batch, length, source = query.shape[batch_axis], query.shape[1 - batch_axis], key.shape[1 - batch_axis]
         causal = is_causal and key_padding_mask is None and not need_weights  # PyTorch trusts the hint here
         mask = None if causal else _merged_mask(attn_mask, key_padding_mask, batch, self.num_heads, length,
                                                 source, query.dtype, batched)
         q, k, v = (self._heads(t) for t in self._project(query, key, value))
         out, weights = attention(q, k, v, mask, self.dropout if self.training else 0.0, causal,
                                  need_weights=need_weights, op="MultiheadAttention")
-        out = out.permute(2, 0, 1, 3).reshape(length, batch, self.embed_dim)  # [L, B, E]
-        out = self.out_proj(out)
-        if self.batch_first and batched:
-            out = out.swapaxes(0, 1)
+        # [B, heads, L, head_dim] back to the input's layout, heads side by side
+        out = out.permute(0, 2, 1, 3) if self.batch_first else out.permute(2, 0, 1, 3)
+        out = self.out_proj(out.reshape(query.shape))
         if not batched:
-            out = out.squeeze(1)
+            out = out.squeeze(batch_axis)
         if weights is not None:
             if average_attn_weights:
                 weights = weights.mean(dim=1)
@@ -112,8 +109,8 @@ class MultiheadAttention(Module):
         return query.ndim == 3
 
     def _project(self, query, key, value):
-        """q, k, v [L or S, B, E]: one matrix product for self-attention, else one per input (sharing
-        ``in_proj_weight``'s rows)."""
+        """q, k, v in the inputs' layout: one matrix product for self-attention, else one per input
+        (sharing ``in_proj_weight``'s rows)."""
         weight, bias, e = self.in_proj_weight, self.in_proj_bias, self.embed_dim
         if query is key and key is value:
             return linear(query, weight, bias).split(e, dim=-1)
@@ -122,9 +119,9 @@ class MultiheadAttention(Module):
                      for x, r in zip((query, key, value), rows))
 
     def _heads(self, x):
-        """[L, B, E] -> [B, num_heads, L, head_dim]."""
-        length, batch, _ = x.shape
-        return x.reshape(length, batch, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+        """[L, B, E] (or [B, L, E] with ``batch_first``) -> [B, num_heads, L, head_dim], a view."""
+        heads = x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
+        return heads.permute(0, 2, 1, 3) if self.batch_first else heads.permute(1, 2, 0, 3)
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, " \

@@ -95,7 +95,7 @@ def test_infinity_macro_is_rejected():
 # --- drift guard: (A) sends what CuPy's own pipeline sends -----------------------------------
 
 @pytest.mark.parametrize("name", ["gelu_forward", "softmax_cross_entropy_loss",
-                                  "softmax_cross_entropy_sum_exp", "adam"])
+                                  "softmax_cross_entropy_sum_exp", "adam", "masked_softmax_forward"])
 def test_source_and_options_match_cupy_pipeline(name):
     k = kernel(name)
     sig = next(s for s in SIGNATURES[name] if "float16" in s.dtypes)
