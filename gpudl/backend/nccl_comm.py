@@ -4,7 +4,13 @@ As ChainerMN's NCCL communicator: every rank takes the GPU of its rank within it
 creates NCCL's unique id, MPI broadcasts it (as a 128-byte buffer), and each rank joins the NCCL
 communicator with it. Device arrays are reduced by NCCL on the current stream, so a collective is
 queued like a kernel and needs no wait on the host; host arrays (and barriers) go over MPI.
+NCCL never gives up on a peer, so a watchdog thread aborts the job when a queued collective has not
+finished within the timeout (a rank that died or hangs).
 """
+import collections
+import threading
+import time
+
 import cupy
 import numpy
 from cupy.cuda import nccl
@@ -26,6 +32,42 @@ def _check_nccl():
                            "init_process_group(backend='mpi')")
 
 
+class _Watchdog:
+    """Ends the job (``abort(reason)``) when a collective is not done ``timeout`` seconds after it was
+    queued; a collective counts as done when the CUDA event recorded after it has completed."""
+
+    def __init__(self, timeout, abort):
+        self.timeout, self.abort = timeout, abort
+        self.pending = collections.deque()  # [deadline, event or None while the call runs, what]
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._watch, name="gpudl-nccl-watchdog", daemon=True).start()
+
+    def start(self, what):
+        """Note a collective about to be queued; returns its entry for :meth:`queued`."""
+        entry = [time.monotonic() + self.timeout, None, what]
+        with self.lock:
+            self.pending.append(entry)
+        return entry
+
+    @staticmethod
+    def queued(entry):
+        """The collective of ``entry`` is on the current stream: watch it through an event."""
+        event = cupy.cuda.Event(disable_timing=True)
+        event.record()
+        entry[1] = event
+
+    def _watch(self):
+        while not self.stopped.wait(0.1):
+            with self.lock:
+                while self.pending and self.pending[0][1] is not None and self.pending[0][1].done:
+                    self.pending.popleft()
+                late = self.pending[0] if self.pending and time.monotonic() > self.pending[0][0] else None
+            if late is not None:
+                self.abort(f"NCCL {late[2]} did not complete within {self.timeout:g} s: another rank died, hangs or "
+                           "called a different collective")
+
+
 class NcclCommunicator:
     """Collectives among all MPI ranks, device arrays over NCCL and host arrays over MPI.
 
@@ -45,6 +87,7 @@ class NcclCommunicator:
             uid[:] = numpy.frombuffer(nccl.get_unique_id(), dtype=numpy.uint8)
         self.mpi.broadcast(uid, 0)
         self.comm = nccl.NcclCommunicator(self.size, uid.tobytes(), self.rank)
+        self.watchdog = _Watchdog(timeout, self.mpi.abort)
 
     @staticmethod
     def _on_device(array):
@@ -74,7 +117,9 @@ class NcclCommunicator:
             raise ValueError(f"gpudl.distributed: unknown reduction op {op!r}; use one of {', '.join(_OPS)}")
         pointer, count, dtype = self._buffer(array)
         with cupy.cuda.Device(array.device.id):
+            watched = self.watchdog.start(f"all_reduce of {count} {array.dtype} values")
             self.comm.allReduce(pointer, pointer, count, dtype, _OPS[op], self._stream())
+            self.watchdog.queued(watched)
         return Request(self.mpi, None, "all_reduce")
 
     def all_reduce(self, array, op="sum"):
@@ -87,7 +132,9 @@ class NcclCommunicator:
             return self.mpi.broadcast(array, src)
         pointer, count, dtype = self._buffer(array)
         with cupy.cuda.Device(array.device.id):
+            watched = self.watchdog.start(f"broadcast from rank {src} of {count} {array.dtype} values")
             self.comm.bcast(pointer, count, dtype, src, self._stream())
+            self.watchdog.queued(watched)
 
     def all_gather(self, array, out):
         """Fill ``out`` (shape ``(size, *array.shape)``) with every rank's ``array``."""
@@ -96,7 +143,9 @@ class NcclCommunicator:
         pointer, count, dtype = self._buffer(array)
         out_pointer, _, _ = self._buffer(out)
         with cupy.cuda.Device(array.device.id):
+            watched = self.watchdog.start(f"all_gather of {count} {array.dtype} values")
             self.comm.allGather(pointer, out_pointer, count, dtype, self._stream())
+            self.watchdog.queued(watched)
 
     def barrier(self):
         """Wait until every rank (and its queued device work) has reached the barrier."""
@@ -108,5 +157,6 @@ class NcclCommunicator:
         self.mpi.abort(reason)
 
     def close(self):
-        """Release the NCCL communicator."""
+        """Stop watching and release the NCCL communicator."""
+        self.watchdog.stopped.set()
         self.comm.destroy()
