@@ -7,7 +7,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,plot,tune]"
+.venv/bin/python -m pip install -q -e ".[test,plot,tune,mpi]"
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${GPUDL_DATA:-}" ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
