@@ -8,8 +8,8 @@ from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad
 from .backend import (BackendError, Device, bool_, check_device_errors, default_device, float16, float32, float64,
                       int8, int16, int32, int64, manual_seed, set_default_device, uint8)
 from . import cuda
-from .factories import (arange, as_tensor, device, empty, from_numpy, full, full_like, ones, ones_like, rand, randint,
-                        randn, tensor, zeros, zeros_like)
+from .factories import (arange, as_tensor, device, empty, from_numpy, full, full_like, linspace, ones, ones_like, rand,
+                        randint, randn, tensor, zeros, zeros_like)
 from .ops import *  # noqa: F401,F403
 from .profiler import profile
 from .serialization import CheckpointError, load, save

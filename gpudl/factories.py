@@ -133,6 +133,14 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
                                      dtype=_backend.dtype(dtype)))
 
 
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end``, both included (float32 unless ``dtype``)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"linspace: steps must be a non-negative integer, got {steps!r}")
+    array = _backend.new_array(_backend.get_device(device), "linspace", start, end, steps, dtype=_float_dtype(dtype))
+    return Tensor(array, requires_grad=requires_grad)
+
+
 def _random(draw, shape, dtype, device, requires_grad):
     dtype = _float_dtype(dtype)
     host = draw(_backend.host_generator(), _shape(shape)).astype(dtype, copy=False)

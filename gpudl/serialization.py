@@ -118,8 +118,11 @@ def _describe_path(path):
 
 
 # --------------------------------------------------------------------------------------- loading
-def load(path, map_location=None):
+def load(path, map_location=None, weights_only=True):
     """Read a checkpoint written by ``save``; tensors and arrays go to ``map_location``.
+
+    ``weights_only`` is accepted for PyTorch's ``torch.load(path, weights_only=True)``: a gpudl
+    checkpoint holds only arrays and plain values and is never unpickled, whatever its value.
 
     ``map_location`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (the default device), so a checkpoint
     saved from GPU tensors loads on a CPU-only machine. A missing, truncated or corrupt file, or one that

@@ -336,3 +336,34 @@ def test_nn_utils_clipping(device):
     b.grad = gd.tensor([-3.0], device=device)
     nn.utils.clip_grad_value_(b, 0.5)
     assert b.grad.tolist() == [-0.5]
+
+
+# ----------------------------------------------------------------------------- names PyTorch scripts use
+def test_pytorch_method_and_dtype_names(device):
+    a, b = gd.tensor([1.0, 2.0, 3.0], device=device), gd.tensor([3.0, 2.0, 1.0], device=device)
+    assert a.eq(b).tolist() == [False, True, False] and gd.ne(a, b).tolist() == [True, False, True]
+    assert a.lt(b).tolist() == [True, False, False] and a.le(b).tolist() == [True, True, False]
+    assert a.gt(2.0).tolist() == [False, False, True] and gd.ge(a, b).tolist() == [False, True, True]
+    grid = gd.zeros(3, 1, device=device)
+    assert a.view_as(grid).shape == (3, 1) and a.reshape_as(grid).shape == (3, 1)
+    assert a.type(gd.long).dtype == np.int64 and a.type() == "float32" and a.type("float64").dtype == np.float64
+    assert a.type_as(gd.zeros(1, dtype=gd.double)).dtype == np.float64
+    assert (gd.float, gd.double, gd.half, gd.long, gd.int, gd.short, gd.bool) == \
+        (np.float32, np.float64, np.float16, np.int64, np.int32, np.int16, np.bool_)
+    line = gd.linspace(0, 1, 5, device=device)
+    assert line.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0] and line.dtype == np.float32 and line.device == device
+    with pytest.raises(ValueError, match="linspace: steps must be a non-negative integer, got -1"):
+        gd.linspace(0, 1, -1)
+
+
+def test_sin_cos_values_and_gradients(device):
+    x = t64([0.3, -1.2, 2.5], device, requires_grad=True)
+    np.testing.assert_allclose(gd.sin(x).detach().numpy(), np.sin([0.3, -1.2, 2.5]))
+    np.testing.assert_allclose(x.cos().detach().numpy(), np.cos([0.3, -1.2, 2.5]))
+    assert gd.autograd.gradcheck(gd.sin, x) and gd.autograd.gradcheck(lambda t: t.cos(), x)
+
+
+def test_load_accepts_weights_only(tmp_path, device):
+    path = tmp_path / "weights.pth"
+    gd.save({"w": gd.ones(2, device=device)}, path)
+    assert gd.load(path, weights_only=True)["w"].tolist() == [1.0, 1.0]

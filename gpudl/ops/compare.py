@@ -35,6 +35,7 @@ less_equal = _compare("less_equal", "Elementwise ``a <= b`` as a bool tensor.")
 greater = _compare("greater", "Elementwise ``a > b`` as a bool tensor.")
 greater_equal = _compare("greater_equal", "Elementwise ``a >= b`` as a bool tensor.")
 logical_and = _compare("logical_and", "Elementwise logical and.")
+eq, ne, lt, le, gt, ge = equal, not_equal, less, less_equal, greater, greater_equal  # PyTorch's names
 logical_or = _compare("logical_or", "Elementwise logical or.")
 
 

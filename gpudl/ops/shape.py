@@ -153,6 +153,14 @@ def view(x, *shape):
     return reshape(x, *shape)
 
 
+def view_as(x, other):
+    """``x`` reshaped to ``other``'s shape (PyTorch's ``view_as``)."""
+    return reshape(x, other.shape)
+
+
+reshape_as = view_as
+
+
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge dimensions ``start_dim..end_dim`` (inclusive) into one."""
     if x.ndim == 0:
