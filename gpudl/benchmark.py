@@ -55,6 +55,17 @@ class TrainingStep:
         self.synchronize()
 
 
+def device_counts(step):
+    """Kernel launches and device-to-host syncs of one training step (``step.run()``, without the
+    timing's final wait), where a device counter is installed (``backend.set_device_counters``),
+    else None."""
+    from . import backend
+    before = backend.device_counters()
+    step.run()
+    after = backend.device_counters()
+    return None if before is None else {"launches": after[0] - before[0], "syncs": after[1] - before[1]}
+
+
 def _synchronizer(device):
     from . import backend
     chosen = backend.backend_for(device)
@@ -233,7 +244,8 @@ def serve(config, commands=sys.stdin, out=sys.stdout):
     """Worker loop: build one model for ``config["model"]`` in ``config["framework"]``, then answer
     each command line read from ``commands`` with JSON lines on ``out``:
 
-    ``prepare``: one step per batch size (compiles kernels, faults in buffers) -> ``prepared``;
+    ``prepare``: one step per batch size (compiles kernels, faults in buffers), then one more
+    counted by :func:`device_counts` (gpudl only) -> ``prepared`` with ``counts``;
     ``time``: per batch size ``warmup`` untimed then ``steps`` timed steps -> one ``timed`` line
     each (with ``floor``, the seconds of the step's bare matrix products, when ``config["floor"]``);
     ``memory``: peak memory per batch size (:func:`peak_memory`) -> one ``memory`` line each;
@@ -264,7 +276,9 @@ def serve(config, commands=sys.stdin, out=sys.stdout):
             step = steps[batch]
             if command == "prepare":
                 step()
-                say(event="prepared", batch=batch)
+                counts = device_counts(step) if config["framework"] == "gpudl" else None
+                step.synchronize()
+                say(event="prepared", batch=batch, counts=counts)
             elif command == "time":
                 times = time_step(step, config["steps"], config["warmup"])
                 floor = None

@@ -233,6 +233,9 @@ def _activation_signatures(act, backward):
             # a strided view (the output CuPy allocates is contiguous)
             Signature(dtypes, ndim=2, contiguous=(False,) * n_arrays + (True,) * (n - n_arrays)),
         ]
+        if backward:  # after a convolution: gy is the strided interior of the padded input
+            sigs += [Signature(dtypes, ndim=ndim, contiguous=(True, False) + (True,) * (n - 2))
+                     for ndim in (3, 4)]  # [C, H, W] (batch 1) and [N, C, H, W] after merging
     return sigs
 
 
@@ -247,8 +250,9 @@ def _signatures():
     sum_exp, loss, backward, check = [], [], [], []
     for dt in FLOAT_DTYPES:
         acc = ACC_DTYPE[dt]
-        sum_exp.append(Signature((dt, dt, acc), ndim=2, contiguous=(True, False, True),
-                                 reduce_out_ndim=1))
+        # CuPy reduces over a transposed [C, N] view of the logits: contiguous only when N == 1
+        sum_exp += [Signature((dt, dt, acc), ndim=2, contiguous=(contiguous, False, True),
+                              reduce_out_ndim=1) for contiguous in (False, True)]
         for tdt in target_dtypes:
             loss.append(Signature((dt, tdt, dt, acc, i64, i64, f64, dt, acc),
                                   raw_ndim=(("logits", 2),)))

@@ -181,7 +181,8 @@ def _measure(args, threads, frameworks):
     passes, alternating the order of the frameworks. Returns what they reported."""
     sizes = args.batch_sizes
     measured = {"times": {name: {b: [] for b in sizes} for name in frameworks}, "floors": {b: [] for b in sizes},
-                "memory": {name: {} for name in frameworks}, "environment": {}, "pass_order": []}
+                "memory": {name: {} for name in frameworks}, "counts": {name: {} for name in frameworks},
+                "environment": {}, "pass_order": []}
     configs = {name: {"framework": name, "model": args.model, "batch_sizes": sizes, "steps": args.steps,
                       "warmup": args.warmup, "floor": name == "gpudl" and args.model == "mlp"}
                for name in frameworks}
@@ -192,6 +193,8 @@ def _measure(args, threads, frameworks):
             batch = message["batch"]
             if message["event"] == "memory":
                 measured["memory"][name][batch] = message["bytes"]
+            elif message["event"] == "prepared":
+                measured["counts"][name][batch] = message.get("counts")
             elif message["event"] == "timed":
                 measured["times"][name][batch].append(message["times"])
                 if message["floor"] is not None:
@@ -261,7 +264,9 @@ def _report(args, threads, frameworks, measured, started, load_before):
                    "samples_per_s": batch / step["median"],
                    "samples_per_s_iqr": [batch / step["q3"], batch / step["q1"]],
                    "pass_median_seconds": [statistics.median(one) for one in passes],
-                   "times_seconds": passes, "peak_memory_bytes": measured["memory"][name].get(batch)}
+                   "times_seconds": passes, "peak_memory_bytes": measured["memory"][name].get(batch),
+                   # {"launches", "syncs"} of one step where a device counter is installed, else None
+                   "device_counts_per_step": measured["counts"][name].get(batch)}
             if name == "gpudl" and floors[batch]:
                 floor = benchmark.summarize([t for one in floors[batch] for t in one])
                 row["gemm_floor_seconds"] = floor

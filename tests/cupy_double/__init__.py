@@ -15,7 +15,8 @@ import types
 
 import numpy
 
-from . import _core, _cuda, _kernels, _nccl, _random
+from . import _core, _counters, _cuda, _kernels, _nccl, _random
+from ._counters import Launch
 from ._manifest import CUPY_VERSION, MANIFEST, NoStandInError, Signature, no_stand_in, \
     resolve_numpy, signature
 
@@ -26,6 +27,10 @@ _NUMPY_TWIN = {"cupy": numpy, "cupy.linalg": numpy.linalg, "cupy.fft": numpy.fft
 _HOST_OK = {"zeros_like", "ones_like", "empty_like", "full_like", "shape", "ndim", "size",
             "result_type", "can_cast", "isscalar", "min_scalar_type", "iscomplexobj",
             "isrealobj"}
+# Allocation only: no kernel runs.
+_NO_KERNEL = {"empty", "empty_like"}
+# The result's size depends on the data, so CuPy reads a count back from the device.
+_SYNCING = {"nonzero", "argwhere", "flatnonzero", "unique", "extract", "compress", "where"}
 # NumPy returns a Python number where CuPy returns a 0-d device array.
 _PYTHON_RESULT_AS_ARRAY = {"allclose", "array_equal", "array_equiv", "count_nonzero"}
 
@@ -73,6 +78,10 @@ def forwarder(qualname, np_func):
         host_args = [_core.unwrap(a, memo, qualname, host_ok) for a in args]
         host_kwargs = {k: _core.unwrap(v, memo, qualname, host_ok) for k, v in kwargs.items()}
         result = np_func(*host_args, **host_kwargs)
+        if name in _SYNCING and not (name == "where" and len(args) == 3):
+            _counters.sync(qualname)
+        if name not in _NO_KERNEL and _core.fresh(result, memo):
+            _counters.launch()
         if name in _PYTHON_RESULT_AS_ARRAY and isinstance(result, (bool, int)):
             result = numpy.asarray(result)
         return _core.wrap_result(result, memo)
@@ -161,6 +170,28 @@ def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
     if type(a) is _core.ndarray:
         return a.get(stream=stream, order=order, out=out, blocking=blocking)
     return numpy.asarray(a, order=order)
+
+
+def counters():
+    """This thread's launch and sync counts and recorded kernel launches (test-only API, see
+    ``_counters``; not part of CuPy's namespace)."""
+    return _counters.counters()
+
+
+def launch_and_sync_counts():
+    """``(device operations, device-to-host syncs)`` so far on this thread: the counter gpudl's
+    profiler and benchmark read (``gpudl.backend.set_device_counters``)."""
+    state = _counters.counters()
+    return state.launches, state.syncs
+
+
+def connect_gpudl():
+    """Install the double's counts as gpudl's device counters (when gpudl is importable)."""
+    try:
+        from gpudl import backend
+    except ImportError:
+        return
+    backend.set_device_counters(launch_and_sync_counts)
 
 
 def get_array_module(*args):
@@ -357,5 +388,6 @@ def uninstall():
             sys.modules.pop(name, None)
 
 
-__all__ = ["CUPY_VERSION", "NoStandInError", "NoStandInImportError", "Signature", "build",
+__all__ = ["CUPY_VERSION", "Launch", "NoStandInError", "NoStandInImportError", "Signature", "build", "connect_gpudl",
+           "counters", "launch_and_sync_counts",
            "forwarder", "import_failures_raise", "install", "installed", "uninstall"]

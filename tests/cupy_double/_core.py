@@ -10,7 +10,7 @@ import functools
 
 import numpy
 
-from . import _manifest
+from . import _counters, _manifest
 from ._manifest import no_stand_in
 
 _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
@@ -108,13 +108,33 @@ def unwrap(value, memo, qualname, host_ok=False):
     return value
 
 
+def fresh(result, memo):
+    """True if the host ``result`` holds a newly computed array (not a view, not an input): the
+    op ran a kernel on a GPU."""
+    if isinstance(result, numpy.generic):
+        return True
+    if isinstance(result, numpy.ndarray):
+        return id(result) not in memo and result.base is None
+    if type(result) in (tuple, list):
+        return any(fresh(r, memo) for r in result)
+    return False
+
+
 def _index(key):
-    """An index for the host array: device arrays unwrapped, Ellipsis added so results are views."""
+    """An index for the host array: device arrays unwrapped, Ellipsis added so results are views.
+
+    An integer or boolean device array in the key makes the indexing a gather or scatter kernel;
+    a boolean mask read also syncs (the result's size depends on the data)."""
     items = key if type(key) is tuple else (key,)
+    if any(type(i) is ndarray or type(i) is list for i in items):
+        _counters.launch()
     items = tuple(i._a if type(i) is ndarray else i for i in items)
     if not any(i is Ellipsis for i in items):
         items += (Ellipsis,)
     return items
+
+
+_IN_PLACE_METHODS = frozenset({"sort", "partition", "put"})
 
 
 def _method_forwarder(name):
@@ -129,7 +149,10 @@ def _method_forwarder(name):
         target = getattr(self._a, name, None)
         if target is None:  # NumPy 2 dropped ndarray.ptp
             target = functools.partial(getattr(numpy, name), self._a)
-        return wrap_result(target(*host_args, **host_kwargs), memo)
+        result = target(*host_args, **host_kwargs)
+        if name in _IN_PLACE_METHODS or fresh(result, memo):
+            _counters.launch()
+        return wrap_result(result, memo)
 
     method.__name__ = name
     method.__qualname__ = f"ndarray.{name}"
@@ -203,6 +226,7 @@ class ndarray:
 
     def get(self, stream=None, order="C", out=None, blocking=True):
         """A host (NumPy) copy of the array."""
+        _counters.sync("cupy.ndarray.get")
         if out is not None:
             if not isinstance(out, numpy.ndarray):
                 raise TypeError("Only numpy.ndarray can be obtained from cupy.ndarray")
@@ -232,35 +256,45 @@ class ndarray:
 
     def item(self):
         """The single element as a Python scalar."""
+        _counters.sync("cupy.ndarray item")
         return self._a.item()
 
     def tolist(self):
         """The data as nested Python lists."""
+        _counters.sync("cupy.ndarray tolist")
         return self._a.tolist()
 
     def tobytes(self, order="C"):
         """The raw bytes."""
+        _counters.sync("cupy.ndarray tobytes")
         return self._a.tobytes(order)
 
     def __float__(self):
+        _counters.sync("cupy.ndarray float()")
         return float(self._a)
 
     def __int__(self):
+        _counters.sync("cupy.ndarray int()")
         return int(self._a)
 
     def __complex__(self):
+        _counters.sync("cupy.ndarray complex()")
         return complex(self._a)
 
     def __bool__(self):
+        _counters.sync("cupy.ndarray bool()")
         return bool(self._a)
 
     def __format__(self, format_spec):
+        _counters.sync("cupy.ndarray format()")
         return format(self._a if self._a.ndim else self._a[()], format_spec)
 
     def __repr__(self):
+        _counters.sync("cupy.ndarray repr()")
         return repr(self._a)
 
     def __str__(self):
+        _counters.sync("cupy.ndarray str()")
         return str(self._a)
 
     def __reduce__(self):
@@ -304,14 +338,19 @@ class ndarray:
         return (self[i] for i in range(self._a.shape[0]))
 
     def __getitem__(self, key):
-        return wrap(self._a[_index(key)], self._device_id)
+        index = _index(key)
+        if any(type(i) is numpy.ndarray and i.dtype == bool for i in index):
+            _counters.sync("boolean-mask indexing")
+        return wrap(self._a[index], self._device_id)
 
     def __setitem__(self, key, value):
         self._a[_index(key)] = _fill_value(value)
+        _counters.launch()
 
     def fill(self, value):
         """Set every element to ``value``."""
         self._a.fill(_fill_value(value))
+        _counters.launch()
 
     def dot(self, b, out=None):
         """Matrix product with the device array ``b``."""
@@ -404,6 +443,7 @@ def _scatter(np_ufunc, target, slices, value):
     key = slices if type(slices) is tuple else (slices,)
     key = tuple(k._a if type(k) is ndarray else k for k in key)
     np_ufunc.at(target._a, key, value._a if type(value) is ndarray else value)
+    _counters.launch()
 
 
 _HANDWRITTEN = set(vars(ndarray)) | {"view", "copy"}
@@ -508,6 +548,7 @@ class ufunc:
         if any(o is not None for o in host_out):
             extra["out"] = tuple(host_out) + (None,) * (self.nout - len(host_out))
         result = self._np(*host_in, dtype=dtype, casting=casting, **extra)
+        _counters.launch()
         return wrap_result(result, memo)
 
     def at(self, a, indices, b=None):
@@ -537,8 +578,10 @@ class ufunc:
         if self.name != "cupy_add":
             raise NotImplementedError(f"`{self.name}.reduceat` is not supported yet")
         memo = {}
-        return wrap_result(numpy.add.reduceat(_operand(array, memo), unwrap(indices, memo, "reduceat"),
-                                              axis, dtype, unwrap(out, memo, "reduceat")), memo)
+        result = numpy.add.reduceat(_operand(array, memo), unwrap(indices, memo, "reduceat"), axis,
+                                    dtype, unwrap(out, memo, "reduceat"))
+        _counters.launch()
+        return wrap_result(result, memo)
 
     def outer(self, A, B, **kwargs):
         """Apply to all pairs (host inputs are copied to the device first, as in CuPy)."""
@@ -579,7 +622,9 @@ class gufunc:
         host = [_operand(a, memo) if type(a) is ndarray else _raise(unsupported(a)) for a in args]
         if kwargs.get("out") is not None:
             kwargs["out"] = _operand(kwargs["out"], memo)
-        return wrap_result(self._np(*host, **kwargs), memo)
+        result = self._np(*host, **kwargs)
+        _counters.launch()
+        return wrap_result(result, memo)
 
 
 def check_device_array(value, what):

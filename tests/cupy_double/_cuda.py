@@ -4,6 +4,7 @@ import contextlib
 import time
 import weakref
 
+from . import _counters
 from ._manifest import no_stand_in
 
 DEVICE_COUNT = 1
@@ -48,8 +49,9 @@ class Device:
         _current["device"] = self.id
 
     def synchronize(self):
-        """Nothing is asynchronous here."""
+        """Nothing is asynchronous here (counted as a sync)."""
         _check_device(self.id)
+        _counters.sync("cupy.cuda.Device.synchronize")
 
     def __enter__(self):
         _check_device(self.id)
@@ -96,7 +98,8 @@ class Event:
         self.time = time.perf_counter()
 
     def synchronize(self):
-        """Nothing to wait for."""
+        """Nothing to wait for (counted as a sync)."""
+        _counters.sync("cupy.cuda.Event.synchronize")
 
     done = property(lambda self: True)
 
@@ -130,7 +133,8 @@ class Stream:
         _current["streams"].pop()
 
     def synchronize(self):
-        """Nothing to wait for."""
+        """Nothing to wait for (counted as a sync)."""
+        _counters.sync("cupy.cuda.Stream.synchronize")
 
     def record(self, event=None):
         """Record ``event`` (a new one by default) on this stream."""
@@ -277,7 +281,8 @@ def runtime_setDevice(device):
 
 
 def runtime_deviceSynchronize():
-    """Nothing to wait for."""
+    """Nothing to wait for (counted as a sync)."""
+    _counters.sync("cupy.cuda.runtime.deviceSynchronize")
 
 
 def runtime_memGetInfo():

@@ -12,7 +12,7 @@ import re
 
 import numpy
 
-from . import _core, _host_cxx
+from . import _core, _counters, _host_cxx
 
 _VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 _SCALAR_DTYPE = {bool: numpy.dtype(bool), int: numpy.dtype("l"), float: numpy.dtype("d"),
@@ -267,7 +267,26 @@ def _meta_and_pointers(args, indexer_shapes):
     return pointers, meta
 
 
+def _index_32_bits(a):
+    """CuPy's ``ndarray._index_32_bits``: the memory the array spans fits 2**31 bytes."""
+    root = a
+    while isinstance(root.base, numpy.ndarray):
+        root = root.base
+    return max(root.nbytes, a.nbytes) <= 1 << 31
+
+
+def _record(kernel, args, params, indexer_shapes):
+    """Count the launch and record it as CuPy's code generator would see it (``Launch``)."""
+    infos = tuple(("array", a.dtype.name, a.ndim, bool(a.flags.c_contiguous), _index_32_bits(a))
+                  if _is_array(a) else ("scalar", a.dtype.name)
+                  for a, _ in zip(args, params))
+    idx32 = all(numpy.prod(s, dtype=numpy.int64) <= 1 << 31 for s in indexer_shapes)
+    _counters.kernel_launch(_counters.Launch(kernel.name, infos,
+                                             tuple(len(s) for s in indexer_shapes), bool(idx32)))
+
+
 def _run(kernel, lib, args, params, indexer_shapes):
+    _record(kernel, args, params, indexer_shapes)
     error = _host_cxx.launch(lib, *_meta_and_pointers(args, indexer_shapes))
     if error is not None:
         param, index, size = error

@@ -22,6 +22,7 @@ if ENABLED:
     from tests import cupy_double
 
     cupy_double.install()
+    cupy_double.connect_gpudl()
     _HERE = Path(__file__).resolve().parent
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(_HERE / "_site"), str(_HERE.parents[1])]

@@ -10,3 +10,4 @@ if os.environ.get("GPUDL_CUPY_DOUBLE") == "1":
     from tests import cupy_double
 
     cupy_double.install()
+    cupy_double.connect_gpudl()
