@@ -2,13 +2,20 @@
 # The whole test suite on a fresh machine: set-up, then
 #   1. every test on the NumPy backend (kernel NVRTC/host/API checks included, CUDA 13 toolchain),
 #   2. the kernel compile check again with the CUDA 12 toolchain (cupy-cuda12x, separate venv),
-#   3. the backend-parametrized tests again through the CuPy backend on the CuPy test double.
+#   3. the backend-parametrized tests again through the CuPy backend on the CuPy test double,
+#   4. the PyTorch side-by-side tests in .venv-torch (PyTorch CPU, apart from .venv's CuPy),
+#   5. the soak test (memory over thousands of steps) on NumPy and on the CuPy double.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --parity
 echo "== pass 1/3: every test on the NumPy backend (skips: the device=cuda cases without a GPU, run in pass 3 on the CuPy double; tests needing PyTorch or Fashion-MNIST where absent)"
 .venv/bin/python -m pytest tests "$@"
 echo "== pass 2/3: NVRTC compile of every kernel with the CUDA 12 toolchain (no GPU needed, nothing skips)"
 bash scripts/check_kernels_cuda12.sh
 echo "== pass 3/3: the tests through the CuPy backend on the CPU test double (skips: files that need the real CuPy, run in passes 1-2)"
 GPUDL_BACKEND=cupy GPUDL_CUPY_DOUBLE=1 .venv/bin/python -m pytest -p tests.cupy_double.pytest_plugin tests "$@"
+echo "== pass 4/5: the tests that compare with PyTorch, in .venv-torch (GPUDL_TORCH_PARITY=1 selects them: the tests whose code uses torch)"
+.venv-torch/bin/python -c "import torch; print('PyTorch', torch.__version__)"
+GPUDL_TORCH_PARITY=1 .venv-torch/bin/python -m pytest tests "$@"
+echo "== pass 5/5: the soak test (GPUDL_SOAK=1): memory growth over 10,000 MLP and 1,000 CNN and LSTM steps, NumPy and CuPy double"
+GPUDL_SOAK=1 GPUDL_BACKEND=cupy GPUDL_CUPY_DOUBLE=1 .venv/bin/python -m pytest -p tests.cupy_double.pytest_plugin tests/test_soak.py -rP

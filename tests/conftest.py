@@ -28,6 +28,23 @@ def device(request):
     return request.param
 
 
+def _uses_torch(item):
+    """True for a PyTorch side-by-side test: it takes a ``torch`` fixture or names torch in its own code
+    (``torch = pytest.importorskip("torch")``, or a module-level ``torch``)."""
+    code = getattr(getattr(item, "function", None), "__code__", None)
+    named = code is not None and any("torch" in names for names in (code.co_names, code.co_varnames, code.co_consts))
+    return named or "torch" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``GPUDL_TORCH_PARITY=1`` (CI's pass in .venv-torch) only the tests that use PyTorch run."""
+    if os.environ.get("GPUDL_TORCH_PARITY") != "1":
+        return
+    selected = [item for item in items if _uses_torch(item)]
+    config.hook.pytest_deselected(items=[item for item in items if not _uses_torch(item)])
+    items[:] = selected
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same random state."""

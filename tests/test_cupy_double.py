@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -300,8 +301,48 @@ def test_kernel_type_resolution_matches_real_cupy(drift):
 
 
 def test_manifest_matches_the_installed_cupy(drift):
-    assert drift["manifest_equal"], ("CuPy changed: regenerate with "
-                                     "python -m tests.cupy_double.make_manifest")
+    assert drift["manifest_equal"], manifest_mismatch_message(drift)
+
+
+def manifest_mismatch_message(drift):
+    """What to tell when manifest.json differs from the installed CuPy: a new CuPy version, or the
+    same version exposing something else (then another package changed the environment)."""
+    where = "\n  ".join(drift["manifest_differences"])
+    if drift["cupy_version"] != drift["manifest_version"]:
+        return (f"CuPy changed: manifest.json describes CuPy {drift['manifest_version']}, the installed CuPy is "
+                f"{drift['cupy_version']}; regenerate with python -m tests.cupy_double.make_manifest. "
+                f"First differences:\n  {where}")
+    return (f"the installed CuPy {drift['cupy_version']} is the version manifest.json describes but exposes "
+            f"something else (another package changed what CuPy finds, e.g. CUDA libraries); do not "
+            f"regenerate the manifest for this. Differences (manifest.json -> installed):\n  {where}")
+
+
+def test_manifest_entries_name_what_cupy_exposes_not_where_it_loads_from():
+    from tests.cupy_double import make_manifest
+    loaded_elsewhere = types.ModuleType("cupy_backends.cuda.libs.cublas")
+    assert make_manifest.describe(loaded_elsewhere, "cupy.cuda", "cublas") == \
+        make_manifest.module_entry("cupy.cuda.cublas", "cupy.cuda", "cublas") == \
+        {"kind": "module", "module": "cupy.cuda.cublas"}
+    assert make_manifest.describe(types.ModuleType("threading"), "cupy.cuda", "threading") == \
+        {"kind": "module", "module": "threading"}
+
+
+def test_a_manifest_mismatch_names_its_cause():
+    from tests.cupy_double import make_manifest
+    committed = {"cupy_version": "14.2.0", "modules": {"cupy.cuda": {"cublas": {"kind": "module"}}},
+                 "real_modules": ["cupy", "cupy.cuda"]}
+    fresh = {"cupy_version": "14.2.0", "modules": {"cupy.cuda": {"cublas": {"kind": "function"}}},
+             "real_modules": ["cupy", "cupy.cuda", "cupy.extra"]}
+    found = make_manifest.differences(fresh, committed)
+    assert found == ['modules.cupy.cuda.cublas.kind: "module" -> "function"',
+                     "real_modules: cupy.extra only installed"]
+    same = manifest_mismatch_message({"cupy_version": "14.2.0", "manifest_version": "14.2.0",
+                                      "manifest_differences": found})
+    assert "is the version manifest.json describes" in same and "cupy.cuda.cublas" in same
+    assert "CuPy changed" not in same
+    newer = manifest_mismatch_message({"cupy_version": "14.3.0", "manifest_version": "14.2.0",
+                                       "manifest_differences": found})
+    assert newer.startswith("CuPy changed: manifest.json describes CuPy 14.2.0, the installed CuPy is 14.3.0")
 
 
 # ---------------------------------------------------------------- gpudl on the double

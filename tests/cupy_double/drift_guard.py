@@ -2,8 +2,8 @@
 
 Run as ``python -m tests.cupy_double.drift_guard`` (``tests/test_cupy_double.py`` does, in a
 fresh process, so the real CuPy never meets the installed double). Prints one JSON object:
-``cases`` compared, the first ``differences`` (at most 20) and whether ``manifest.json`` equals
-a fresh :func:`make_manifest.build_manifest`.
+``cases`` compared, the first ``differences`` (at most 20), whether ``manifest.json`` equals
+a fresh :func:`make_manifest.build_manifest` and, where not, the first entries that differ.
 """
 import itertools
 import json
@@ -102,10 +102,12 @@ def compare():
 def main():
     """Print the comparison as JSON."""
     cases, differences = compare()
-    manifest_equal = (make_manifest.render(make_manifest.build_manifest())
-                      == make_manifest.MANIFEST.read_text())
-    print(json.dumps({"cupy_version": cupy.__version__, "cases": cases,
-                      "differences": differences, "manifest_equal": manifest_equal}))
+    fresh = make_manifest.build_manifest()
+    committed = json.loads(make_manifest.MANIFEST.read_text())
+    print(json.dumps({"cupy_version": cupy.__version__, "manifest_version": committed["cupy_version"],
+                      "cases": cases, "differences": differences,
+                      "manifest_equal": make_manifest.render(fresh) == make_manifest.MANIFEST.read_text(),
+                      "manifest_differences": make_manifest.differences(fresh, committed)}))
 
 
 if __name__ == "__main__":

@@ -131,11 +131,23 @@ def _is_numpy_object(obj, module_name, name):
     return None
 
 
+_ROOTS = ("cupy", "cupyx", "cupy_backends")
+
+
+def module_entry(real_name, module_name, name):
+    """The entry of a submodule, as CuPy exposes it: one of CuPy's own under the name it is reached by
+    (where it is loaded from depends on the machine: ``cupy.cuda.cublas`` loads as
+    ``cupy_backends.cuda.libs.cublas`` only where the CUDA library is installed, e.g. by PyTorch's
+    NVIDIA wheels), any other (``threading``, ``numpy``) under its own name."""
+    own = real_name.split(".")[0] in _ROOTS
+    return {"kind": "module", "module": f"{module_name}.{name}" if own else real_name}
+
+
 def describe(obj, module_name, name):
     """The manifest entry for ``module_name.name``."""
-    from cupy._core._kernel import ufunc
     if isinstance(obj, types.ModuleType):
-        return {"kind": "module", "module": obj.__name__}
+        return module_entry(obj.__name__, module_name, name)
+    from cupy._core._kernel import ufunc
     numpy_path = _is_numpy_object(obj, module_name, name)
     if numpy_path is not None:
         return {"kind": "numpy", "path": numpy_path}
@@ -199,8 +211,8 @@ def build_manifest():
         for name in LAZY.get(module_name, ()):
             try:
                 entries[name] = describe(getattr(module, name), module_name, name)
-            except ImportError:  # a CUDA library that is not installed
-                entries[name] = {"kind": "module", "module": f"{module_name}.{name}"}
+            except ImportError:  # a CUDA library that is not installed: CuPy exposes the name all the same
+                entries[name] = module_entry(f"{module_name}.{name}", module_name, name)
         modules[module_name] = dict(sorted(entries.items()))
     classes = {}
     for qualname in CLASSES:
@@ -210,6 +222,26 @@ def build_manifest():
         m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx", "cupy_backends")})
     return {"cupy_version": cupy.__version__, "modules": modules, "classes": classes,
             "real_modules": real_modules}
+
+
+def differences(fresh, committed, limit=20):
+    """Where two manifests differ, as ``"path: committed -> fresh"`` lines (at most ``limit``)."""
+    found = []
+
+    def walk(path, a, b):
+        if len(found) >= limit or a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(f"{path}.{key}" if path else key, a.get(key, "<absent>"), b.get(key, "<absent>"))
+        elif isinstance(a, list) and isinstance(b, list) and path == "real_modules":
+            for name in sorted(set(a) ^ set(b))[:limit - len(found)]:
+                found.append(f"real_modules: {name} " + ("only in manifest.json" if name in a else "only installed"))
+        else:
+            found.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+
+    walk("", committed, fresh)
+    return found
 
 
 def render(manifest):
