@@ -2,8 +2,7 @@
 the union of every rank's shard, so N ranks normalise as one process with the whole batch."""
 from .. import backend as _backend
 from ..distributed.process_group import communicator, is_initialized
-from ..ops.normalization import Normalize, _update_running, batch_norm, check_batch_norm_inputs
-from ..tensor import Tensor
+from ..ops.normalization import Normalize, apply_training, batch_norm, check_batch_norm_inputs
 from .normalization import _BatchNorm
 
 
@@ -39,12 +38,7 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, tr
         raise ValueError(f"{op}: expected more than 1 value per channel over all ranks when training, got "
                          f"{count} (input of shape {input.shape} on this rank)")
     fn = SyncNormalize(comm, count, "SyncBatchNorm", axes, param_shape, axes, eps)
-    out = fn.apply(input, weight, bias)
-    if running_mean is not None:
-        factor = momentum.data if isinstance(momentum, Tensor) else momentum
-        _update_running(running_mean, fn.batch_mean, factor)
-        _update_running(running_var, fn.batch_var * (count / (count - 1)), factor)
-    return out
+    return apply_training(fn, input, weight, bias, running_mean, running_var, momentum, count)
 
 
 class SyncBatchNorm(_BatchNorm):

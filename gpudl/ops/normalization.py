@@ -116,7 +116,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if count <= 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
                          f"{input.shape}")
-    fn = Normalize("BatchNorm", axes, param_shape, axes, eps)
+    return apply_training(Normalize("BatchNorm", axes, param_shape, axes, eps), input, weight, bias, running_mean,
+                          running_var, momentum, count)
+
+
+def apply_training(fn, input, weight, bias, running_mean, running_var, momentum, count):
+    """Run the batch-statistics Normalize ``fn`` and update the running statistics (if given), the
+    variance made unbiased with ``count``, the number of values per channel the statistics ran over."""
     out = fn.apply(input, weight, bias)
     if running_mean is not None:
         factor = momentum.data if isinstance(momentum, Tensor) else momentum
