@@ -157,6 +157,14 @@ def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _random(lambda g, s: g.standard_normal(s), shape, dtype, device, requires_grad)
 
 
+def randperm(n, dtype=None, device=None) -> Tensor:
+    """A random permutation of ``0 .. n - 1`` (int64 unless ``dtype``) from the seeded host generator."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"randperm: n must be a non-negative integer, got {n!r}")
+    host = _backend.host_generator().permutation(n)
+    return Tensor(_backend.to_device(host.astype(_backend.dtype(dtype or "int64")), _backend.get_device(device)))
+
+
 def randint(low, high, shape, dtype=None, device=None) -> Tensor:
     """Integers in ``[low, high)`` (int64 unless ``dtype``) from the seeded host generator."""
     host = _backend.host_generator().integers(low, high, size=_shape((shape,)))

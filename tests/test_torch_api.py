@@ -367,3 +367,44 @@ def test_load_accepts_weights_only(tmp_path, device):
     path = tmp_path / "weights.pth"
     gd.save({"w": gd.ones(2, device=device)}, path)
     assert gd.load(path, weights_only=True)["w"].tolist() == [1.0, 1.0]
+
+
+def test_pytorch_compositions(device):
+    x = t64([[1.0, -2.0, 3.0], [0.0, 4.0, -5.0]], device)
+    assert gd.mm(x, x.t()).shape == (2, 2) and x.t().shape == (3, 2) and gd.t(x[0]).shape == (3,)
+    assert gd.bmm(x.reshape(1, 2, 3), x.reshape(1, 3, 2)).shape == (1, 2, 2)
+    with pytest.raises(ValueError, match=r"mm: expected two 2-D tensors, got shapes \(2, 3\) and \(3,\)"):
+        gd.mm(x, x[0])
+    with pytest.raises(ValueError, match="bmm: expected 3-D tensors with the same batch size"):
+        gd.bmm(x, x)
+    assert x.masked_fill(x < 0, 0.0).tolist() == [[1.0, 0.0, 3.0], [0.0, 4.0, 0.0]]
+    with pytest.raises(TypeError, match="masked_fill: mask must be a bool tensor"):
+        x.masked_fill(x, 0.0)
+    np.testing.assert_array_equal(x.repeat(2, 1, 2).numpy(), np.tile(x.numpy(), (2, 1, 2)))
+    assert x.norm().item() == pytest.approx(np.sqrt(55.0)) and x.norm(1, dim=1).tolist() == [6.0, 9.0]
+    assert x.norm(float("inf"), dim=0).tolist() == [1.0, 4.0, 5.0]
+    np.testing.assert_allclose(gd.norm(x, 3, dim=1, keepdim=True).numpy(), np.cbrt([[36.0], [189.0]]))
+    assert x.contiguous() is x and x.t().contiguous().data.flags.c_contiguous
+    assert gd.numel(x) == 6 and gd.is_tensor(x) and not gd.is_tensor(x.numpy())
+    perm = gd.randperm(6, device=device)
+    assert sorted(perm.tolist()) == list(range(6)) and perm.dtype == np.int64 and perm.device == device
+    with gd.inference_mode():
+        assert not (gd.ones(1, requires_grad=True) * 2).requires_grad
+
+
+COMPOSITIONS = {
+    "mm": lambda t: gd.mm(t, t.t()),
+    "bmm": lambda t: gd.bmm(t.reshape(1, 3, 4), t.reshape(1, 4, 3)),
+    "masked_fill": lambda t: t.masked_fill(t > 0, 2.0),
+    "repeat": lambda t: t.repeat(2, 1, 3),
+    "norm2-dim": lambda t: t.norm(dim=1),
+    "norm2-zero-row": lambda t: (t * gd.tensor([[0.0], [1.0], [1.0]], dtype="float64", device=t.device)).norm(dim=1),
+    "norm3": lambda t: gd.norm(t, 3),
+    "norm-inf": lambda t: t.norm(float("inf"), dim=0),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPOSITIONS))
+def test_composition_gradcheck(name, device):
+    values = np.random.default_rng(2).permutation(12).reshape(3, 4) * 0.29 - 1.7
+    assert gd.autograd.gradcheck(COMPOSITIONS[name], t64(values, device, requires_grad=True))

@@ -11,6 +11,7 @@ from .indexing import getitem, index_data
 from .cumulative import cumprod, cumsum
 from .reduction import amax, amin, log_softmax, logsumexp, max, mean, min, prod, softmax, std, sum, var
 from .selection import argsort, gather, median, return_types, sort, topk
+from .torch_names import bmm, contiguous, is_tensor, masked_fill, mm, norm, numel, repeat, t
 from .trigonometric import cos, sin
 from .shape import (broadcast_to, cat, chunk, concat, expand, expand_dims, flatten, pad, permute, reshape, reshape_as,
                     split, squeeze, stack, swapaxes, transpose, unsqueeze, view, view_as)
@@ -18,7 +19,8 @@ from .shape import (broadcast_to, cat, chunk, concat, expand, expand_dims, flatt
 __all__ = [
     "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "argsort", "astype", "chunk", "cumprod", "cumsum",
     "gather", "median", "return_types", "sort", "topk", "eq", "ne", "lt", "le", "gt", "ge", "view_as", "reshape_as",
-    "sin", "cos", "broadcast_to", "cat", "clamp", "clip", "clone",
+    "sin", "cos", "bmm", "contiguous", "is_tensor", "masked_fill", "mm", "norm", "numel", "repeat", "t",
+    "broadcast_to", "cat", "clamp", "clip", "clone",
     "concat", "div", "dropout", "elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu",
     "softmax_cross_entropy", "softplus", "tanh", "equal", "exp", "expand", "expand_dims", "flatten", "greater", "greater_equal", "isfinite",
     "isnan", "less", "less_equal", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp",
@@ -32,6 +34,7 @@ TENSOR_METHODS = (
     softmax, log_softmax, argmax, argmin, any, all, reshape, view, flatten, permute, squeeze, unsqueeze,
     expand, broadcast_to, swapaxes, split, matmul, pow, isfinite, isnan, relu, sigmoid, tanh,
     amax, amin, argsort, chunk, cumprod, cumsum, median, sort, topk, view_as, sin, cos,
+    contiguous, masked_fill, norm, repeat, t,
 )
 PYTORCH_METHOD_NAMES = {"eq": equal, "ne": not_equal, "lt": less, "le": less_equal, "gt": greater,
                         "ge": greater_equal, "reshape_as": view_as}
