@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the NVRTC kernel compile check against CUDA 12 (cupy-cuda12x + NVRTC 12 + CUDA 12 headers),
-# in its own venv .venv-cuda12 (created on first use). No GPU needed.
+# Run the NVRTC kernel compile check (every listed launch signature for sm_75, sm_80 and sm_90)
+# against CUDA 12 (cupy-cuda12x + NVRTC 12 + CUDA 12 headers), in its own venv .venv-cuda12
+# (created on first use). No GPU needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -2,9 +2,10 @@
 
 Same functions and signatures as ``fused_numpy``. Kernels are created once per process
 (``functools.cache``; CuPy compiles lazily on first launch and caches per device and on disk).
-CuPy is imported only here. The launches made are exactly those listed in
-``kernel_specs.SIGNATURES`` (targets of other integer dtypes are cast to int64, and logits are
-made contiguous), so the NVRTC check in tests/kernels covers them.
+CuPy is imported only here. The launches made are those listed in ``kernel_specs.SIGNATURES``
+(targets of other integer dtypes are cast to int64, and logits are made contiguous), so the
+NVRTC check in tests/kernels covers them; tests/test_launches.py checks this on every launch of
+training the models through the CuPy test double.
 """
 import functools
 import os

@@ -10,7 +10,9 @@ the same device functions compile with NVRTC (``fused_cupy``) and with the host 
 ``SIGNATURES`` lists, per kernel, every argument signature the CuPy backend launches: dtypes of
 all in and out params (``("scalar", dtype)`` for a Python scalar), the ndim after CuPy's
 dimension merging, per-argument contiguity, 32/64-bit indexing and the ndim of ``raw`` params.
-The NVRTC check compiles exactly these, so a launch not listed here is a launch not checked.
+The NVRTC check compiles exactly these, so a launch not listed here is a launch not checked;
+``tests/test_launches.py`` trains the models through the CuPy test double, which records every
+launch as this configuration, and fails naming any launch not listed here.
 """
 import math
 from typing import NamedTuple
