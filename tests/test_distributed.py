@@ -216,6 +216,16 @@ def test_ddp_no_sync_and_unused_parameters(group):
     assert ddp.communication_seconds > 0
 
 
+def test_ddp_unhooks_its_parameters_when_it_goes(group):
+    import gc
+    model = nn.Linear(2, 2)
+    ddp = DistributedDataParallel(model)
+    assert id(model.weight) in engine._ready_hooks
+    del ddp
+    gc.collect()
+    assert id(model.weight) not in engine._ready_hooks and id(model.bias) not in engine._ready_hooks
+
+
 def test_ddp_errors(group):
     with pytest.raises(TypeError, match="expected an nn.Module"):
         DistributedDataParallel(lambda x: x)

@@ -1,6 +1,7 @@
 """``DistributedDataParallel``: one model replica per rank, gradients averaged over the ranks."""
 import contextlib
 import json
+import weakref
 
 from ...autograd import engine
 from ...distributed.process_group import communicator, gather_bytes
@@ -73,6 +74,7 @@ class DistributedDataParallel(Module):
         self._reducer = GradientReducer(comm, trained, bucket_cap_mb) if trained else None
         if trained:
             engine.register_grad_ready_hooks(self._reducer, trained)
+            weakref.finalize(self, engine.remove_grad_ready_hooks, trained)  # unhook when the wrapper goes
 
     @property
     def communication_seconds(self) -> float:
