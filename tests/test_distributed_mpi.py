@@ -113,3 +113,23 @@ def test_by_hand_launch_with_a_different_nproc_is_refused(fake_data, tmp_path):
                        tmp_path / "run", "--nproc", "3", GPUDL_BACKEND=os.environ.get("GPUDL_BACKEND", "numpy"))
     assert result.returncode != 0
     assert "gpudl: error: --nproc 3, but the MPI launcher started 2 ranks" in result.stderr
+
+
+def test_train_nproc_on_fashion_mnist_matches_one_process(tmp_path):
+    """The issue's check at CI size (README reports the full epoch): the MLP for one epoch on 6000
+    Fashion-MNIST examples, 2 ranks against one process, the default Adam settings."""
+    from gpudl.data import DataError, FashionMNIST
+    try:
+        FashionMNIST(split="test", limit=10)
+    except DataError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    accuracies = []
+    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
+        command = [sys.executable, "-m", "gpudl.cli", "train", "mlp", "--epochs", "1", "--limit", "6000",
+                   "--no-progress", "--out", tmp_path / name, *extra]
+        env = subprocess_env(GPUDL_BACKEND=os.environ.get("GPUDL_BACKEND", "numpy"))
+        result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        accuracies.append(last_line_accuracy(result))
+    assert accuracies[0] > 70
+    assert abs(accuracies[1] - accuracies[0]) <= 0.3, accuracies
