@@ -10,6 +10,7 @@ both cases (no torchvision needed): float32 arrays [1, 28, 28], standardised.
     .venv/bin/python examples/fashion_cnn.py --batches 3           # a smoke test: 3 batches per loop
 """
 import argparse
+import os
 
 # --- the imports: the only lines that differ from the PyTorch version ---------------------------------------
 import gpudl as torch
@@ -88,7 +89,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batches", type=int, default=None, help="stop each loop after this many batches (CI)")
     parser.add_argument("--root", default=None, help="folder of the IDX files (default: $GPUDL_DATA or the apt one)")
-    parser.add_argument("--save", default="fashion_cnn.pth", help="where to save the trained weights")
+    parser.add_argument("--save", default="runs/fashion_cnn.pth", help="where to save the trained weights")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -116,6 +117,7 @@ def main():
         accuracy = test(test_dataloader, model, device, args.batches)
         scheduler.step()
 
+    os.makedirs(os.path.dirname(args.save) or ".", exist_ok=True)
     torch.save(model.state_dict(), args.save)
     print(f"Saved PyTorch Model State to {args.save}")
     model = Net().to(device)
