@@ -1,9 +1,12 @@
 """The ``gpudl`` command line: ``info``, ``train``, ``bench`` and ``tune`` (one module each in gpudl/commands/).
 
-Exit codes: 0 success, 2 bad arguments, 1 failure (with a one-line reason on stderr).
+Exit codes: 0 success, 2 bad arguments, 1 failure (with a one-line reason on stderr, or the full
+traceback with ``GPUDL_DEBUG=1``).
 """
 import argparse
+import os
 import sys
+import traceback
 
 from . import backend as _backend
 from .commands import CommandError, bench, info, train, tune
@@ -24,7 +27,10 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except (_backend.BackendError, CommandError, OSError, ValueError) as exc:
-        print(f"gpudl: error: {exc}", file=sys.stderr)
+        if os.environ.get("GPUDL_DEBUG") == "1":
+            traceback.print_exc()
+        else:
+            print(f"gpudl: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("gpudl: interrupted", file=sys.stderr)
