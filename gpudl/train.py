@@ -142,7 +142,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=1, sche
 def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, seed, log_interval, progress, fused, parallel):
     model.train()
     loader.set_epoch(epoch)
-    _backend.seed_dropout(_dropout_seed(seed, epoch))
+    # ranks draw disjoint mask streams: the same masks on every rank would repeat across the batch's shards
+    _backend.seed_dropout(_dropout_seed(seed, epoch), 0 if parallel is None else parallel.rank << 48)
     bar = _Progress(progress, len(loader), f"epoch {epoch + 1}/{epochs}")
     total_loss = total_correct = 0
     seen = logged_steps = 0
