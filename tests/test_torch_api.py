@@ -226,7 +226,8 @@ def test_same_results_as_pytorch():
     data = np.array([[3.0, 1.0, 4.0, 1.0, 5.0, 9.0], [2.0, 6.0, 5.0, 3.0, 5.0, 8.0]])
     x, tx = gd.tensor(data), torch.tensor(data)
     for name, call in [("max", lambda m: m.max(1)), ("min", lambda m: m.min(dim=0, keepdim=True)),
-                       ("median", lambda m: m.median(1)), ("sort", lambda m: m.sort(dim=1, descending=True, stable=True)),
+                       ("median", lambda m: m.median(1)),
+                       ("sort", lambda m: m.sort(dim=1, descending=True, stable=True)),
                        ("topk", lambda m: m.topk(3))]:
         ours, theirs = call(x), call(tx)
         np.testing.assert_array_equal(ours.values.numpy(), theirs.values.numpy(), err_msg=name)

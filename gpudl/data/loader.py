@@ -71,7 +71,8 @@ class DataLoader:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if sampler is not None and shuffle:
-            raise ValueError("DataLoader: sampler= is mutually exclusive with shuffle=True (the sampler sets the order)")
+            raise ValueError("DataLoader: sampler= is mutually exclusive with shuffle=True "
+                             "(the sampler sets the order)")
         if batch_sampler is not None and (batch_size != 1 or shuffle or sampler is not None or drop_last):
             raise ValueError("DataLoader: batch_sampler= is mutually exclusive with batch_size=, shuffle=, sampler= "
                              "and drop_last= (the batch sampler decides all of them)")
@@ -167,5 +168,5 @@ class DataLoader:
 
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, num_workers={self.num_workers}, seed={self.seed}, "
-                f"device={self.device})")
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, num_workers={self.num_workers}, "
+                f"seed={self.seed}, device={self.device})")
