@@ -138,7 +138,8 @@ class FashionMNIST(_IdxImageDataset):
     ``target_transform`` each label as an int; with either, the DataLoader gathers example by example.
     Images are float32 scaled to [0, 1] and, with ``normalize=True``, standardised with the training
     set's mean 0.2860 and std 0.3530. Shapes: ``[N, 1, 28, 28]``, ``[N, 784]`` with ``flatten=True``,
-    ``[N, 28, 28]`` (28 steps of 28 features, for recurrent models) with ``sequence=True``. Labels are int64 0..9 (names in ``classes``).
+    ``[N, 28, 28]`` (28 steps of 28 features, for recurrent models) with ``sequence=True``. Labels
+    are int64 0..9 (names in ``classes``).
     ``limit=n`` keeps only the first n examples.
     """
 
