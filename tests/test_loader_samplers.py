@@ -111,3 +111,29 @@ def test_sampler_argument_errors():
         list(DataLoader(data, batch_sampler=[[0, 9]]))
     with pytest.raises(ValueError, match="BatchSampler: batch_size must be a positive integer, got -1"):
         BatchSampler(range(3), -1, False)
+
+
+def test_collate_fn_and_accepted_pytorch_arguments(device):
+    import gpudl
+
+    def pad_collate(examples):       # variable-length sequences padded to the longest, as PyTorch scripts do
+        longest = max(len(seq) for seq, _ in examples)
+        padded = np.zeros((len(examples), longest), dtype=np.float32)
+        for row, (seq, _) in enumerate(examples):
+            padded[row, :len(seq)] = seq
+        return gpudl.tensor(padded, device=device), gpudl.tensor([label for _, label in examples], device=device)
+
+    class Ragged(Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return np.arange(1, i + 2, dtype=np.float32), i % 2
+
+    for workers in (0, 2):
+        loader = DataLoader(Ragged(), batch_size=2, collate_fn=pad_collate, num_workers=workers, pin_memory=True,
+                            persistent_workers=workers > 0)
+        shapes = [(x.shape, t.tolist()) for x, t in loader]
+        assert shapes == [((2, 2), [0, 1]), ((2, 4), [0, 1]), ((1, 5), [0])]
+    with pytest.raises(TypeError, match="DataLoader: collate_fn must be callable, got int"):
+        DataLoader(Ragged(), collate_fn=3)

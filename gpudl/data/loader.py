@@ -58,6 +58,11 @@ class DataLoader:
     ``dataset[i]``) is raised from the loop; leaving the loop (``break``, an exception, Ctrl-C)
     cancels the queued batches and joins the threads.
 
+    ``collate_fn(examples)`` (a list of ``dataset[i]``), when given, makes each batch instead, and
+    its result is delivered as it is (on a worker thread when there are workers). ``pin_memory`` and
+    ``persistent_workers`` are accepted for PyTorch scripts and change nothing: a batch is copied to
+    the device once from ordinary host memory, and worker threads start per epoch in microseconds.
+
     Batches are gathered on the host and moved to ``device`` (default: the default device) once per
     batch; an example that is a tuple gives a tuple of Tensors. Integer fields (targets) arrive as
     int64. Data sets backed by host arrays (``TensorDataset``, ``FashionMNIST``, Subsets of them) are
@@ -65,7 +70,8 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None, drop_last=False,
-                 num_workers=0, prefetch_factor=None, seed=0, device=None):
+                 num_workers=0, collate_fn=None, pin_memory=False, prefetch_factor=None, persistent_workers=False,
+                 seed=0, device=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
@@ -84,6 +90,10 @@ class DataLoader:
         if prefetch_factor is not None and (isinstance(prefetch_factor, bool) or prefetch_factor < 1
                                             or not isinstance(prefetch_factor, (int, numpy.integer))):
             raise ValueError(f"DataLoader: prefetch_factor must be a positive integer, got {prefetch_factor!r}")
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"DataLoader: collate_fn must be callable, got {type(collate_fn).__name__}")
+        self.collate_fn = collate_fn
+        self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
         self.num_workers = int(num_workers)
         self.prefetch_factor = None if num_workers == 0 else int(prefetch_factor or 2)
         self.dataset = dataset
@@ -140,7 +150,10 @@ class DataLoader:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _gather(self, take):
-        """The host arrays of the examples ``take``: a tuple of arrays (one per field), or one array."""
+        """The host arrays of the examples ``take``: a tuple of arrays (one per field), or one array
+        (or what ``collate_fn`` makes of the examples)."""
+        if self.collate_fn is not None:
+            return self.collate_fn([self.dataset[int(i)] for i in take])
         source = array_source(self.dataset)
         if source is not None:
             arrays, indices = source
@@ -161,7 +174,10 @@ class DataLoader:
         return take if indices is None else indices[take]
 
     def _to_device(self, host):
-        """Tensors on the loader's device from the host arrays of one batch (a tuple stays a tuple)."""
+        """Tensors on the loader's device from the host arrays of one batch (a tuple stays a tuple);
+        a ``collate_fn``'s batch as it is."""
+        if self.collate_fn is not None:
+            return host
         if isinstance(host, tuple):
             return tuple(Tensor(backend.to_device(_batch_array(a), self.device)) for a in host)
         return Tensor(backend.to_device(_batch_array(host), self.device))
