@@ -54,8 +54,10 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
     input, target = _input_and_target("huber_loss", input, target, reduction)
     diff = input - target
-    size = diff.abs()
-    return _reduce(ops.where(size < delta, 0.5 * diff * diff, delta * (size - 0.5 * delta)), reduction)
+    # 0.5 c² + delta (|d| - |c|) with c = clamp(d, ±delta) is the same function with no masked-off
+    # branch: a where() would send 0 · inf = NaN back from the quadratic branch of an infinite d
+    inner = diff.clamp(-delta, delta)
+    return _reduce(0.5 * inner * inner + delta * (diff.abs() - inner.abs()), reduction)
 
 
 class BinaryCrossEntropy(Function):
@@ -64,8 +66,9 @@ class BinaryCrossEntropy(Function):
 
     def forward(self, p, t):
         xp = self.xp
-        log_p = _clamped_log(xp, xp.log, p, p > 0, 1)
-        log_q = _clamped_log(xp, xp.log1p, -p, p < 1, 0)
+        # NaN counts as defined, so a NaN probability gives a NaN loss rather than the clamp's 100
+        log_p = _clamped_log(xp, xp.log, p, ~(p <= 0), 1)
+        log_q = _clamped_log(xp, xp.log1p, -p, ~(p >= 1), 0)
         self.saved = (p, t, log_p, log_q)
         return -(t * log_p + (1 - t) * log_q)
 

@@ -91,7 +91,7 @@ class Conv2d(Function):
         if padded:
             POOL.give(self.device, source)
         g = self.groups
-        out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, -1, oh * ow * n)).reshape(o, oh, ow, n)
+        out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, weight.size // o, oh * ow * n)).reshape(o, oh, ow, n)
         if bias is not None:
             out += bias.reshape(o, 1, 1, 1)
         if self.keep_columns:
@@ -110,14 +110,14 @@ class Conv2d(Function):
         grad3 = grad.transpose(TO_BATCH_LAST).reshape(g, o // g, length)  # a view in the layout forward made
         gx = gw = gb = None
         if self.needs_input_grad[1]:
-            gw = gemm(xp, grad3, self.columns.reshape(g, -1, length).transpose(0, 2, 1)).reshape(weight.shape)
+            gw = gemm(xp, grad3, self.columns.reshape(g, weight.size // o, length).transpose(0, 2, 1)).reshape(weight.shape)
         if self.needs_input_grad[2]:
             gb = grad3.reshape(o, length).sum(axis=1, dtype=accumulation_dtype(grad.dtype))
         if self.needs_input_grad[0]:
             n, c, _, _ = self.x_shape
             kh, kw = weight.shape[2:]
             gcolumns = POOL.take(xp, self.device, (c, kh, kw) + tuple(self.out_hw) + (n,), grad.dtype)
-            gemm(xp, weight.reshape(g, o // g, -1).transpose(0, 2, 1), grad3, out=gcolumns.reshape(g, -1, length))
+            gemm(xp, weight.reshape(g, o // g, -1).transpose(0, 2, 1), grad3, out=gcolumns.reshape(g, weight.size // o, length))
             gx = self._col2im(gcolumns)
             POOL.give(self.device, gcolumns)
         return gx, gw, gb

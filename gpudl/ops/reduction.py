@@ -69,8 +69,9 @@ class Extreme(_Reduction):
         self.largest = largest
 
     def forward(self, x):
-        if x.size == 0:
-            raise ValueError(f"{'max' if self.largest else 'min'}: cannot reduce an empty tensor of shape {x.shape}")
+        if any(x.shape[a] == 0 for a in self.axes):  # an empty result (no rows to reduce) is fine, as in NumPy
+            raise ValueError(f"{'max' if self.largest else 'min'}: cannot reduce an empty tensor of shape {x.shape} "
+                             f"over axes {self.axes} (no identity)")
         out = x.max(axis=self.axes, keepdims=True) if self.largest else x.min(axis=self.axes, keepdims=True)
         self.saved = (x, out)
         return out if self.keepdims else out.reshape([n for k, n in enumerate(x.shape) if k not in self.axes])
@@ -100,7 +101,8 @@ class Var(_Reduction):
     def backward(self, g):
         centered = self.saved[0]
         g = _expand_back(g, centered.shape, self.axes, self.keepdims)
-        return (g * centered * (2.0 / self.divisor)).astype(g.dtype)
+        scale = 2.0 / self.divisor if self.divisor else math.inf  # no degrees of freedom: NaN, as PyTorch
+        return (g * centered * scale).astype(g.dtype)
 
 
 class Prod(_Reduction):
@@ -113,6 +115,8 @@ class Prod(_Reduction):
         # from both sides, so zeros in x need no division
         x = self.saved[0]
         xp = self.xp
+        if x.size == 0:  # nothing to differentiate (and no -1 to infer in the reshape below)
+            return xp.zeros_like(x)
         kept = [a for a in range(x.ndim) if a not in self.axes]
         order = kept + list(self.axes)
         moved = xp.transpose(x, order)

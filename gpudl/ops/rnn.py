@@ -81,7 +81,7 @@ class _Recurrence(Function):
         xa, wa = self._bias_column(x, w_ih, b_ih, b_hh)
         self.bias_column = xa.shape[2] > features  # then xa is a pooled buffer of our own
         xw = self._buffer((steps, batch, self.gates * hidden), x.dtype)
-        gemm(xp, xa.reshape(steps * batch, -1), wa.T, out=xw.reshape(steps * batch, -1))
+        gemm(xp, xa.reshape(steps * batch, xa.shape[-1]), wa.T, out=xw.reshape(steps * batch, xw.shape[-1]))
         hs = xp.empty((steps + 1, batch, hidden), x.dtype)
         hs[steps if self.reverse else 0] = 0 if h0 is None else h0
         cell = self._forward_buffers(xw, c0, b_hh, hidden)
@@ -120,18 +120,18 @@ class _Recurrence(Function):
                                 dgx, dgh, t, prev, cur)
             if k + 1 < steps or needs[1]:
                 gemm(xp, dgh[t], w_hh, out=dh_rec)
-        dgx2 = dgx.reshape(steps * batch, -1)
-        dgh2 = dgh.reshape(steps * batch, -1)
+        dgx2 = dgx.reshape(steps * batch, dgx.shape[-1])
+        dgh2 = dgh.reshape(steps * batch, dgh.shape[-1])
         gx = gemm(xp, dgx2, w_ih).reshape(steps, batch, features) if needs[0] else None
         gh0 = dh_rec + dh if needs[1] else None
         gc0 = dc if needs[2] else None
         h_prev = hs[1:] if self.reverse else hs[:-1]
-        gw_hh = gemm(xp, dgh2.T, h_prev.reshape(steps * batch, -1)) if needs[4] else None
+        gw_hh = gemm(xp, dgh2.T, h_prev.reshape(steps * batch, h_prev.shape[-1])) if needs[4] else None
         shared = dgh is dgx  # b_ih and b_hh entered as one sum: one gradient serves both
         gw_ih = gb_ih = gb_hh = None
         if needs[3] or needs[5] or (needs[6] and shared):
             # [G*H, I (+1)]: the last column, against the ones, is the input bias gradient
-            gwa = gemm(xp, dgx2.T, xa.reshape(steps * batch, -1))
+            gwa = gemm(xp, dgx2.T, xa.reshape(steps * batch, xa.shape[-1]))
             gw_ih = gwa[:, :features] if needs[3] else None
             gb_ih = gwa[:, features] if self.bias_column else None
         if needs[6]:
