@@ -126,16 +126,25 @@ class Function:
         self.saved = ()
         self.inputs = None
         self.edges = None
-        for name, value in vars(self).items():
-            if _holds_arrays(value):
+        for name, value in self.__dict__.items():
+            if name not in _BOOKKEEPING and _holds_arrays(value):
                 setattr(self, name, None)  # replacing a value keeps the dict's size: safe while iterating
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
 
 
+# what ``apply`` records on every Function: never arrays, so release() need not look at them (it runs
+# once per op and step; a Function's own attributes are few)
+_BOOKKEEPING = frozenset({"xp", "backend", "saved", "inputs", "edges", "needs_input_grad", "n_outputs",
+                          "_saved_versions", "input_device"})
+
+
 def _holds_arrays(value) -> bool:
     """True for an array, or a tuple or list with one (an advanced index)."""
-    if _backend.is_array(value):
-        return True
-    return isinstance(value, (tuple, list)) and any(_backend.is_array(v) for v in value)
+    if type(value) in (tuple, list):
+        for item in value:
+            if _backend.is_array(item):
+                return True
+        return False
+    return _backend.is_array(value)
