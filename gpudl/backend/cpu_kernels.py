@@ -1,8 +1,9 @@
 """Which implementation runs the NumPy backend's fused ops: the compiled kernels or the twins.
 
-``GPUDL_CPU_KERNELS`` chooses: ``native`` (the kernels of ``kernels/*.cuh`` compiled by the host
-C++ compiler, ``fused_native``; an error if that is impossible), ``numpy`` (the pure-NumPy twins,
-``fused_numpy``) or ``auto`` (the default: native when a probe library builds and loads, else
+``GPUDL_CPU_KERNELS`` chooses: ``native`` (every fused op from the kernels of ``kernels/*.cuh``
+compiled by the host C++ compiler, ``fused_native``; an error if that is impossible), ``numpy``
+(the pure-NumPy twins, ``fused_numpy``) or ``auto`` (the default: native when a probe library
+builds and loads, except the ops whose twin measured faster, ``fused_native.TWIN_FASTER``; else
 the twins, announced by one line on stderr). The choice is made once per process, when the
 backend's fused ops are first asked for.
 
@@ -97,9 +98,13 @@ def _decide(choice):
                                f"{reason}") from None
         print(f"gpudl: CPU fused ops use the NumPy twins ({reason})", file=sys.stderr)
         return Status("numpy", f"auto: no usable C++ compiler ({reason})")
+    from . import fused_native
+    fused_native.prefer_twins_where_faster(choice == "auto")
     path, version = host_compiler.compiler_identity(host_compiler.compiler())
+    twins = (f"; {len(fused_native.TWIN_FASTER)} ops measured faster as NumPy twins run as twins"
+             if choice == "auto" else "")
     return Status("native", f"GPUDL_CPU_KERNELS={choice}: {version} ({path}), "
-                  f"cache {host_compiler.cache_dir() / 'cpu-kernels'}", threads)
+                  f"cache {host_compiler.cache_dir() / 'cpu-kernels'}{twins}", threads)
 
 
 def fused_module():

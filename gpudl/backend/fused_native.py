@@ -4,6 +4,12 @@ Same functions, signatures and errors as ``fused_numpy`` (whose validation it re
 launches the kernels of ``kernel_specs`` exactly as ``fused_cupy`` does on the GPU, through
 :mod:`gpudl.backend.native_kernels` (OpenMP across cores, vectorised). Class indices are checked
 on the host before the launch, as the NumPy twin does (an immediate IndexError).
+
+Under ``GPUDL_CPU_KERNELS=auto`` the ops in :data:`TWIN_FASTER` run as their NumPy twins: NumPy
+computes exp/tanh/log1p over whole arrays with SIMD loops, while these kernels evaluate them one
+element per iteration (their index arithmetic, ``i / hidden`` and ``i % n_class``, keeps the
+compiler from vectorising them), and the twins measured faster on one core at the models' sizes
+(README, "CPU kernels"). ``GPUDL_CPU_KERNELS=native`` runs every op here natively.
 """
 import functools
 
@@ -30,25 +36,46 @@ raise_pending_device_errors = _twin.raise_pending_device_errors
 invalid_index_message = _twin.invalid_index_message
 _check_float = _twin._check_float
 
+TWIN_FASTER = frozenset({
+    "elu_forward", "elu_backward", "sigmoid_forward", "tanh_forward", "softplus_forward",
+    "softplus_backward", "gelu_tanh_forward", "gelu_tanh_backward", "silu_forward",
+    "silu_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward", "gru_cell_forward"})
+_prefer_twin = frozenset()
+
+
+def prefer_twins_where_faster(enabled):
+    """Run the ops of :data:`TWIN_FASTER` as their NumPy twins (``enabled``) or natively; return
+    the previous setting."""
+    global _prefer_twin
+    previous = bool(_prefer_twin)
+    _prefer_twin = TWIN_FASTER if enabled else frozenset()
+    _default_activation.cache_clear()
+    return previous
+
 
 @functools.cache
 def _default_activation(name, direction):
     """``(kernel, parameter values)`` of an activation called without parameters (the usual
-    call, kept cheap: it runs once per layer and step)."""
+    call, kept cheap: it runs once per layer and step); kernel None: the twin runs it."""
     values = tuple(float(v) for v in resolve_activation_params(name, {}).values())
-    return kernel(f"{name}_{direction}"), values
+    op = f"{name}_{direction}"
+    return (None if op in _prefer_twin else kernel(op)), values
 
 
 def _activation(name, direction, params):
     if not params:
         return _default_activation(name, direction)
     values = tuple(float(v) for v in resolve_activation_params(name, params).values())
-    return kernel(f"{name}_{direction}"), values
+    op = f"{name}_{direction}"
+    return (None if op in _prefer_twin else kernel(op)), values
 
 
 def activation_forward(name, x, **params):
     """Return ``activation(x)``; see ``fused_numpy.activation_forward``."""
     launch, values = _activation(name, "forward", params)
+    if launch is None:
+        return _twin.activation_forward(name, x, **params)
     _check_float(name, x)
     return launch(x, *values)
 
@@ -56,6 +83,8 @@ def activation_forward(name, x, **params):
 def activation_backward(name, x, y, gy, **params):
     """Input gradient of activation ``name``; see ``fused_numpy.activation_backward``."""
     launch, values = _activation(name, "backward", params)
+    if launch is None:
+        return _twin.activation_backward(name, x, y, gy, **params)
     saved = y if ACTIVATION_BACKWARD_USES[name] == "y" else x
     if saved is None:
         raise ValueError(f"{name} backward needs {ACTIVATION_BACKWARD_USES[name]}")
@@ -76,6 +105,8 @@ def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoo
     Row max (NumPy), sum of shifted exponentials (reduction kernel), loss and log-sum-exp
     (elementwise kernel over rows).
     """
+    if "softmax_cross_entropy_forward" in _prefer_twin:
+        return _twin.softmax_cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
     _twin._check_targets(logits, targets)
     check_class_indices(targets, logits.shape[1], ignore_index, "target")
     logits = np.ascontiguousarray(logits)
@@ -94,6 +125,9 @@ def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoo
 def softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss, ignore_index=-100,
                                    label_smoothing=0.0):
     """Gradient w.r.t. logits in one launch; see ``fused_numpy.softmax_cross_entropy_backward``."""
+    if "softmax_cross_entropy_backward" in _prefer_twin:
+        return _twin.softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss,
+                                                    ignore_index, label_smoothing)
     _twin._check_targets(logits, targets)
     acc = np.dtype(ACC_DTYPE[logits.dtype.name])
     lse = log_sum_exp.astype(acc, copy=False)
@@ -175,6 +209,8 @@ def _lengths(lengths, state):
 
 def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
     """Elman RNN step; see ``fused_numpy.rnn_cell_forward``."""
+    if "rnn_cell_forward" in _prefer_twin:
+        return _twin.rnn_cell_forward(xw, hw, h_prev, h, lengths=lengths, t=t, relu=relu)
     _check_float("rnn_cell_forward", xw, hw, h_prev)
     kernel("rnn_cell_forward")(xw, hw, h_prev, _lengths(lengths, h), h.shape[-1], int(t),
                                bool(relu), h)
@@ -182,6 +218,8 @@ def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
 
 def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
     """Gradient of the RNN step; see ``fused_numpy.rnn_cell_backward``."""
+    if "rnn_cell_backward" in _prefer_twin:
+        return _twin.rnn_cell_backward(h, dy, dh_rec, dh, dpre, lengths=lengths, t=t, relu=relu)
     _check_float("rnn_cell_backward", h, dy, dh_rec, dh)
     kernel("rnn_cell_backward")(h, dy, dh_rec, _lengths(lengths, dh), dh.shape[-1], int(t),
                                 bool(relu), dh, dpre)
@@ -189,6 +227,8 @@ def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False)
 
 def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
     """LSTM step; see ``fused_numpy.lstm_cell_forward``."""
+    if "lstm_cell_forward" in _prefer_twin:
+        return _twin.lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, lengths=lengths, t=t)
     _check_float("lstm_cell_forward", gates, hw, c_prev, h_prev)
     kernel("lstm_cell_forward")(hw, c_prev, h_prev, _lengths(lengths, c), c.shape[-1], int(t),
                                 gates, c, h, tanh_c)
@@ -203,6 +243,8 @@ def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengt
 
 def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
     """GRU step; see ``fused_numpy.gru_cell_forward``."""
+    if "gru_cell_forward" in _prefer_twin:
+        return _twin.gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, lengths=lengths, t=t)
     _check_float("gru_cell_forward", xw, hw, bias_hh, h_prev)
     kernel("gru_cell_forward")(xw, hw, bias_hh, h_prev, _lengths(lengths, h), h.shape[-1],
                                int(t), act, h)

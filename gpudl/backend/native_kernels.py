@@ -14,7 +14,7 @@ strides (``i`` stays the C-order index, as on the device); other layouts are cop
 """
 import ctypes
 import functools
-from typing import NamedTuple
+import math
 
 import numpy as np
 
@@ -108,10 +108,10 @@ def _element_refs(params, dtypes, letters, strided):
     return " ".join(refs)
 
 
-def _elementwise_entry(spec, params, dtypes, letters, symbol, parallel_min):
+def _elementwise_loop(spec, params, dtypes, letters, parallel_min):
     flat = f"{_element_refs(params, dtypes, letters, False)} {spec['operation']};"
     strided = f"{_element_refs(params, dtypes, letters, True)} {spec['operation']};"
-    return f"""extern "C" void {symbol}({_arguments(params, dtypes, letters)}) {{
+    return f"""static void run({_arguments(params, dtypes, letters)}) {{
   const long long _n = _rows * _cols;
   if (_strides == nullptr) {{
     if (_n >= {parallel_min}) {{
@@ -132,10 +132,11 @@ def _elementwise_entry(spec, params, dtypes, letters, symbol, parallel_min):
 }}"""
 
 
-def _capsule_entry(params, dtypes, letters, symbol, parallel_min):
-    """``<symbol>_py``: the flat launch called with NumPy's ``__array_struct__`` capsules instead
-    of pointers (reading a capsule costs far less in Python than ``ndarray.ctypes.data``), loaded
-    without releasing the GIL; it releases the GIL itself around loops long enough to split."""
+def _entry(params, dtypes, letters, symbol, parallel_min):
+    """The exported ``symbol``: ``run`` called with NumPy's ``__array_struct__`` capsules instead
+    of pointers (reading a capsule costs far less in Python than ``ndarray.ctypes.data``), then
+    ``_rows, _cols`` and the element strides (null: one flat, C-contiguous loop). Loaded without
+    releasing the GIL, it releases the GIL itself around loops long enough to split."""
     args, values = [], []
     for k, (p, d) in enumerate(zip(params, dtypes)):
         if isinstance(d, tuple):
@@ -145,9 +146,10 @@ def _capsule_entry(params, dtypes, letters, symbol, parallel_min):
             const = "const " if p.is_input else ""
             args.append(f"void* _capsule{k}")
             values.append(f"({const}{_c_type(p, letters)}*)gpudl_host::array_data(_capsule{k})")
-    call = f"{symbol}({', '.join(values + ['1', '_n', 'nullptr'])});"
-    return f"""extern "C" void {symbol}_py({', '.join(args + ['long long _n'])}) {{
-  if (_n >= {parallel_min}) {{
+    call = f"run({', '.join(values + ['_rows', '_cols', '_strides'])});"
+    layout = ["long long _rows", "long long _cols", "const long long* _strides"]
+    return f"""extern "C" void {symbol}({', '.join(args + layout)}) {{
+  if (_rows * _cols >= {parallel_min}) {{
     void* _thread = PyEval_SaveThread();
     {call}
     PyEval_RestoreThread(_thread);
@@ -157,7 +159,7 @@ def _capsule_entry(params, dtypes, letters, symbol, parallel_min):
 }}"""
 
 
-def _reduction_entry(spec, params, dtypes, letters, symbol, parallel_min):
+def _reduction_loop(spec, params, dtypes, letters, parallel_min):
     reduce_type = spec["reduce_type"]
     rt = C_TYPES[letters[reduce_type]] if reduce_type in letters else C_TYPES.get(reduce_type,
                                                                                   reduce_type)
@@ -165,7 +167,7 @@ def _reduction_entry(spec, params, dtypes, letters, symbol, parallel_min):
     outs = [p for p in params if not p.is_input]
     in_dtypes = dtypes[:len(ins)]
     out_refs = " ".join(f"{_c_type(p, letters)}& {p.name} = _p_{p.name}[_r];" for p in outs)
-    return f"""extern "C" void {symbol}({_arguments(params, dtypes, letters)}) {{
+    return f"""static void run({_arguments(params, dtypes, letters)}) {{
 #pragma omp parallel for schedule(static) if(_rows * _cols >= {parallel_min})
   for (long long _r = 0; _r < _rows; ++_r) {{
     {rt} _s = {rt}({spec['identity']});
@@ -190,14 +192,10 @@ def library_source(spec, signatures, preamble=None, parallel_min=PARALLEL_MIN):
     for index, dtypes in enumerate(signatures):
         letters = type_map(params, dtypes)
         typedefs = " ".join(f"typedef {C_TYPES[d]} {t};" for t, d in letters.items())
-        symbol = entry_name(spec, index)
-        if reduction:
-            entries = [_reduction_entry(spec, params, dtypes, letters, symbol, parallel_min)]
-        else:
-            entries = [_elementwise_entry(spec, params, dtypes, letters, symbol, parallel_min),
-                       _capsule_entry(params, dtypes, letters, symbol, parallel_min)]
-        parts.append(f"namespace gpudl_signature_{index} {{\n{typedefs}\n" + "\n".join(entries)
-                     + "\n}")
+        loop = (_reduction_loop if reduction else _elementwise_loop)(spec, params, dtypes, letters,
+                                                                   parallel_min)
+        entry = _entry(params, dtypes, letters, entry_name(spec, index), parallel_min)
+        parts.append(f"namespace gpudl_signature_{index} {{\n{typedefs}\n{loop}\n{entry}\n}}")
     return "\n".join(parts)
 
 
@@ -208,36 +206,21 @@ def dtype_signatures(name):
 
 def load_entries(spec, signatures, preamble=None, flags=host_compiler.NATIVE_FLAGS,
                  parallel_min=PARALLEL_MIN):
-    """Build (cached) and load ``spec``'s library; return ``{array dtypes: Entry}``, keyed by the
-    tuple of ``numpy.dtype`` of every array parameter (scalars left out)."""
+    """Build (cached) and load ``spec``'s library; return ``{array dtypes: C function}``, keyed
+    by the tuple of ``numpy.dtype`` of every array parameter (scalars left out). A function takes
+    the arrays' ``__array_struct__`` and the scalars in parameter order, then ``rows, cols`` and
+    a pointer to 2 element strides per non-raw array (None: flat and C-contiguous)."""
     source = library_source(spec, signatures, preamble, parallel_min)
     lib = host_compiler.build(source, flags, name=spec["name"])
     with_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
     entries = {}
     for index, dtypes in enumerate(signatures):
-        symbol = entry_name(spec, index)
-        pointers = getattr(lib, symbol)
-        pointers.restype = None
-        pointers.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.c_void_p
-                             for d in dtypes] + [ctypes.c_longlong, ctypes.c_longlong,
-                                                 ctypes.c_void_p]
-        capsules = None
-        if spec.get("kind") != "reduction":
-            capsules = getattr(with_gil, symbol + "_py")
-            capsules.restype = None
-            capsules.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.py_object
-                                 for d in dtypes] + [ctypes.c_longlong]
-        entries[tuple(np.dtype(d) for d in dtypes if not isinstance(d, tuple))] = Entry(pointers,
-                                                                                       capsules)
+        entry = getattr(with_gil, entry_name(spec, index))
+        entry.restype = None
+        entry.argtypes = [_CTYPES_SCALAR[d[1]] if isinstance(d, tuple) else ctypes.py_object
+                          for d in dtypes] + [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p]
+        entries[tuple(np.dtype(d) for d in dtypes if not isinstance(d, tuple))] = entry
     return entries
-
-
-class Entry(NamedTuple):
-    """The two C entry points of one signature: ``pointers(*values, rows, cols, strides)`` takes
-    data pointers (any layout), ``capsules(*values, n)`` the arrays' ``__array_struct__`` (flat,
-    C-contiguous launches of elementwise kernels; None for reductions)."""
-    pointers: object
-    capsules: object
 
 
 class NativeKernel:
@@ -272,24 +255,22 @@ class NativeKernel:
                             f"got {len(args)}")
         arrays = self._arrays
         try:
-            key = tuple([args[k].dtype for k in arrays])
-            entry = self.entries[key]
+            entry = self.entries[tuple([args[k].dtype for k in arrays])]
         except (AttributeError, KeyError):
             raise TypeError(f"{self.name}: no native signature for array arguments "
                             f"{[getattr(args[k], 'dtype', type(args[k])) for k in arrays]}") from None
-        if size is None and self._flat(args):
-            size = args[self._non_raw[0]].size
+        values = list(args)
+        strides = None
         if size is not None:
-            values = list(args)
-            for k in arrays:
-                values[k] = args[k].__array_struct__
-            entry.capsules(*values, size)
+            rows, cols = 1, size
+        elif self._flat(args):
+            rows, cols = 1, args[self._non_raw[0]].size
         else:
-            values, rows, cols, strides, _alive = self._strided(self.params, args)
-            entry.pointers(*values, rows, cols, strides)  # _alive: the copies pointed into
-        if len(args) == self.n_in + 1:
-            return args[-1]
-        return args[self.n_in:]
+            rows, cols, strides = self._strided(values)
+        for k in arrays:
+            values[k] = values[k].__array_struct__  # the capsule keeps its array alive
+        entry(*values, rows, cols, None if strides is None else strides.ctypes.data)
+        return args[-1] if len(args) == self.n_in + 1 else args[self.n_in:]
 
     def _allocate(self, args):
         """Outputs for a call that gave only inputs (CuPy's rules: broadcast shape; dtype of the
@@ -315,39 +296,35 @@ class NativeKernel:
                 return False
         return True
 
-    def _strided(self, params, args):
-        """Argument values, rows, cols, the element-stride pointer of a broadcast launch and the
-        arrays that must stay alive until the call returns."""
-        shaping = [a.shape for p, a in zip(params, args) if isinstance(a, np.ndarray)
-                   and not p.raw and (p.is_input or not self.is_reduction)]
-        shape = np.broadcast_shapes(*shaping) if shaping else ()
-        rows, cols = (int(np.prod(shape[:-1])), shape[-1]) if shape else (1, 1)
-        values, strides, keep = [], [], []
-        for p, a in zip(params, args):
-            if not isinstance(a, np.ndarray):
-                values.append(a)
-                continue
-            if p.raw:
+    def _strided(self, values):
+        """``rows, cols`` and the element strides of a broadcast launch over the non-raw arrays'
+        common shape, seen as 2-D; ``values`` gets contiguous copies of raw inputs that are not,
+        and of non-raw inputs whose layout has no 2-D strides."""
+        params = self.params
+        shaping = [k for k in self._non_raw if k < self.n_in or not self.is_reduction]
+        shape = np.broadcast_shapes(*(values[k].shape for k in shaping))
+        rows, cols = (math.prod(shape[:-1]), shape[-1]) if shape else (1, 1)
+        strides = []
+        for k in self._arrays:
+            a, p = values[k], params[k]
+            if p.raw or (self.is_reduction and not p.is_input):
                 if not a.flags.c_contiguous:
                     if not p.is_input:
-                        raise ValueError(f"{self.name}: raw output {p.name} must be C-contiguous")
-                    a = np.ascontiguousarray(a)
-            elif p.is_input or not self.is_reduction:
-                view = np.broadcast_to(a, shape) if p.is_input else a
-                if view.ndim > 2 and p.is_input:
-                    view = np.ascontiguousarray(view)
-                elif view.ndim > 2 and not view.flags.c_contiguous:
+                        raise ValueError(f"{self.name}: output {p.name} must be C-contiguous")
+                    values[k] = np.ascontiguousarray(a)
+                continue
+            if len(shape) > 2 or a.ndim > 2:  # flatten to [rows, cols]
+                if p.is_input:
+                    a = np.ascontiguousarray(np.broadcast_to(a, shape))
+                elif not a.flags.c_contiguous:
                     raise ValueError(f"{self.name}: output {p.name} of shape {a.shape} must be "
                                      "C-contiguous or have at most 2 dimensions")
-                if view.ndim != 2:
-                    view = view.reshape(rows, cols)
-                strides += [view.strides[0] // a.itemsize, view.strides[1] // a.itemsize]
-                a = view
-            keep.append(a)
-            values.append(a.ctypes.data)
-        stride_array = np.array(strides or [0], dtype=np.int64)
-        keep.append(stride_array)
-        return values, rows, cols, stride_array.ctypes.data, keep
+                values[k] = a = a.reshape(rows, cols)
+            dims = (1,) * (2 - a.ndim) + a.shape
+            steps = (0,) * (2 - a.ndim) + a.strides
+            strides += [steps[0] // a.itemsize if dims[0] != 1 else 0,
+                        steps[1] // a.itemsize if dims[1] != 1 else 0]
+        return rows, cols, np.array(strides or [0], dtype=np.int64)
 
 
 @functools.cache

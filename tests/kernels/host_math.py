@@ -15,33 +15,28 @@ CXX = host_compiler.compiler()
 HostCompileError = host_compiler.HostCompileError
 
 
-def _entry(spec, dtypes, preamble):
+def _run(spec, args, dtypes, preamble, rows, cols, strides):
     entries = native_kernels.load_entries(spec, [tuple(dtypes)], preamble)
-    return next(iter(entries.values())).pointers
-
-
-def _values(args, dtypes):
     values = []
     for value, dt in zip(args, dtypes):
-        if isinstance(dt, tuple):
-            values.append(value)
-            continue
-        assert value.flags.c_contiguous and value.dtype == np.dtype(dt), (value.dtype, dt)
-        values.append(value.ctypes.data)
-    return values
+        if not isinstance(dt, tuple):
+            assert value.flags.c_contiguous and value.dtype == np.dtype(dt), (value.dtype, dt)
+            value = value.__array_struct__
+        values.append(value)
+    next(iter(entries.values()))(*values, rows, cols, strides)
 
 
 def run_elementwise(spec, args, dtypes, size, preamble=None):
     """Run an elementwise spec over ``size`` elements; ``args`` per in+out param (outs written),
     ``dtypes`` per param (``("scalar", dtype)`` for scalars)."""
-    _entry(spec, dtypes, preamble)(*_values(args, dtypes), 1, size, None)
+    _run(spec, args, dtypes, preamble, 1, size, None)
 
 
 def run_reduction(spec, args, dtypes, rows, cols, preamble=None):
     """Run a reduction spec: inputs are C-contiguous [rows, cols], outputs [rows]."""
     n_in = sum(p.is_input for p in native_kernels.parse_params(spec))
     strides = np.array([cols, 1] * n_in, np.int64)
-    _entry(spec, dtypes, preamble)(*_values(args, dtypes), rows, cols, strides.ctypes.data)
+    _run(spec, args, dtypes, preamble, rows, cols, strides.ctypes.data)
 
 
 def have_float16():

@@ -31,6 +31,14 @@ PARAMS = {"leaky_relu": {"negative_slope": 0.2}, "elu": {"alpha": 1.5},
 BIG = 3 * native_kernels.PARALLEL_MIN_CHEAP // 2  # past every OpenMP threshold
 
 
+@pytest.fixture(autouse=True)
+def _every_op_native():
+    """Compare the kernels themselves, also for the ops ``auto`` leaves to the twins."""
+    previous = fused_native.prefer_twins_where_faster(False)
+    yield
+    fused_native.prefer_twins_where_faster(previous)
+
+
 def edge_values(dtype, size=BIG):
     edges = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 3.0, -3.0, 10.0, -10.0, 30.0, -30.0, 100.0, -100.0,
              np.inf, -np.inf, np.nan, 1e-3, -1e-3]
@@ -274,6 +282,26 @@ def test_every_native_op_has_a_twin():
         assert callable(getattr(fused_numpy, name)) or name == "ACTIVATION_BACKWARD_USES", name
         assert name in vars(fused_native), name
     assert fused_native.splitmix64_int is fused_numpy.splitmix64_int  # falls through
+
+
+def test_auto_leaves_the_listed_ops_to_the_twins(monkeypatch):
+    """With twins preferred, exactly the ops of TWIN_FASTER call the twin."""
+    known = {f"{name}_{d}" for name in ACTIVATIONS for d in ("forward", "backward")}
+    assert fused_native.TWIN_FASTER <= known | set(fused_native.__all__)
+    calls = []
+    for op in ("activation_forward", "softmax_cross_entropy_forward", "sgd_update"):
+        monkeypatch.setattr(fused_numpy, op,
+                            lambda *a, _op=op, **k: calls.append((_op, a[0] if _op[0] == "a" else "")))
+    x = edge_values("float32", 100)
+    assert fused_native.prefer_twins_where_faster(True) is False
+    fused_native.activation_forward("tanh", x)
+    fused_native.activation_forward("relu", x)
+    fused_native.softmax_cross_entropy_forward(x.reshape(10, 10), np.arange(10))
+    fused_native.sgd_update(x.copy(), x, None, lr=0.1)
+    assert calls == [("activation_forward", "tanh"), ("softmax_cross_entropy_forward", "")]
+    fused_native.prefer_twins_where_faster(False)
+    fused_native.activation_forward("tanh", x)
+    assert len(calls) == 2
 
 
 def test_every_kernel_builds_for_the_host():
