@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: set-up, then
 #   1. every test on the NumPy backend (kernel NVRTC/host/API checks included, CUDA 13 toolchain),
+#      then the fused-op tests again on the NumPy twins and with every CPU op compiled,
 #   2. the kernel compile check again with the CUDA 12 toolchain (cupy-cuda12x, separate venv),
 #   3. the backend-parametrized tests again through the CuPy backend on the CuPy test double,
 #   4. the PyTorch side-by-side tests in .venv-torch (PyTorch CPU, apart from .venv's CuPy),
@@ -10,6 +11,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --parity
 echo "== pass 1/3: every test on the NumPy backend (skips: the device=cuda cases without a GPU, run in pass 3 on the CuPy double; tests needing PyTorch or Fashion-MNIST where absent)"
 .venv/bin/python -m pytest tests "$@"
+echo "== pass 1b: the fused-op tests on the NumPy twins (GPUDL_CPU_KERNELS=numpy) and with every CPU op compiled (native)"
+GPUDL_CPU_KERNELS=numpy .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_optim.py tests/test_nn_loss.py tests/test_nn_layers.py "$@"
+GPUDL_CPU_KERNELS=native .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_nn_loss.py "$@"
 echo "== pass 2/3: NVRTC compile of every kernel with the CUDA 12 toolchain (no GPU needed, nothing skips)"
 bash scripts/check_kernels_cuda12.sh
 echo "== pass 3/3: the tests through the CuPy backend on the CPU test double (skips: files that need the real CuPy, run in passes 1-2)"
