@@ -237,7 +237,7 @@ def differences(fresh, committed, limit=20):
         elif isinstance(a, list) and isinstance(b, list) and path == "real_modules":
             for name in sorted(set(a) ^ set(b))[:limit - len(found)]:
                 found.append(f"real_modules: {name} " + ("only in manifest.json" if name in a else "only installed"))
-        else:
+        elif json.dumps(a) != json.dumps(b):  # (NaN values compare unequal to themselves)
             found.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
 
     walk("", committed, fresh)
