@@ -122,6 +122,25 @@ class GRUClassifier(nn.Module):
         return self.fc(self.gru(x)[1][-1])
 
 
+class MaskedEncoder(nn.Module):
+    """An encoder layer over the rows with a float causal mask and a boolean padding mask (merged into
+    one additive mask), then attention with a boolean mask alone: both mask kinds reach the kernel."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.proj, self.fc = nn.Linear(FEATURES, width), nn.Linear(width, CLASSES)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(width, 2, 8, dropout=0.2, batch_first=True), 1)
+
+    def forward(self, x):
+        rows = x.shape[1]
+        causal = gd.tensor([[0.0 if j <= i else float("-inf") for j in range(rows)] for i in range(rows)],
+                           dtype=x.dtype)
+        padding = gd.tensor([[False] * (rows - 1) + [k % 2 == 1] for k in range(x.shape[0])])
+        h = self.encoder(self.proj(x), mask=causal, src_key_padding_mask=padding)
+        keep = gd.tensor([[j <= i for j in range(rows)] for i in range(rows)])
+        return self.fc(F.scaled_dot_product_attention(h, h, h, attn_mask=keep).mean(dim=1))
+
+
 def _onehot(t, dtype):
     return gd.tensor([[float(c == k) for k in range(CLASSES)] for c in t], dtype=dtype)
 
@@ -152,8 +171,11 @@ MODELS = {
     "cnn": lambda: models.CNN(1, (2, 3), 6, CLASSES, image_size=8, dropout=0.2),
     "lstm": lambda: models.LSTMClassifier(FEATURES, 5, num_layers=2, num_classes=CLASSES, dropout=0.2),
     "gru": GRUClassifier,
+    "transformer": lambda: models.VisionTransformer(8, 4, 4, 1, 2, 8, CLASSES, dropout=0.2, pool="cls"),
+    "masked_encoder": MaskedEncoder,
 }
-INPUT_SHAPES = {"cnn": (1, 8, 8), "lstm": (3, FEATURES), "gru": (3, FEATURES)}  # per sample
+INPUT_SHAPES = {"cnn": (1, 8, 8), "lstm": (3, FEATURES), "gru": (3, FEATURES), "transformer": (1, 8, 8),
+                "masked_encoder": (3, FEATURES)}  # per sample
 
 # Each option at least once, not their product (model, loss, optimizer, dtype, batch size); batch
 # size 1 as well, where dimension merging differs (gpudl bench starts at batch 1).
@@ -173,6 +195,10 @@ RUNS = [
     ("lstm", "mse_loss", "adamw", "float64", 1),
     ("gru", "binary_cross_entropy", "rmsprop", "float64", BATCH),
     ("gru", "cross_entropy", "sgd", "float32", 1),
+    ("transformer", "cross_entropy", "adamw", "float32", BATCH),
+    ("transformer", "softmax_cross_entropy", "adam", "float16", 1),
+    ("masked_encoder", "cross_entropy", "sgd", "float64", BATCH),
+    ("masked_encoder", "mse_loss", "adam", "float16", BATCH),
 ]
 TARGETS = [0, 2, 1, 2]
 
@@ -219,11 +245,16 @@ def test_runs_cover_every_option(recorded):
     cells ran in every dtype; an activation ran on a strided view."""
     names = {(launch.kernel, launch.args[0][1]) for launches in recorded.values() for launch in launches}
     for dtype in ("float16", "float32", "float64"):
-        wanted = {"dropout", "lstm_cell_forward", "lstm_cell_backward"}
+        wanted = {"dropout", "lstm_cell_forward", "lstm_cell_backward", "masked_softmax_backward"}
         wanted |= {f"{a}_{d}" for a in ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu",
                                         "gelu_tanh", "silu") for d in ("forward", "backward")}
         for key in wanted:
             assert (KERNELS[key]["name"], dtype) in names, (key, dtype)
+        # the attention forward's first argument is its mask: its scores (the last) carry the dtype
+        assert (KERNELS["masked_softmax_forward"]["name"], dtype) in {
+            (launch.kernel, launch.args[-1][1]) for launches in recorded.values() for launch in launches}
+    masks = {d for kernel, d in names if kernel == KERNELS["masked_softmax_forward"]["name"]}
+    assert {"bool", "float16", "float64"} <= masks, masks  # boolean and additive masks
     used = {launch.kernel for launches in recorded.values() for launch in launches}
     for key in ("sgd", "sgd_momentum", "adam", "adam_amsgrad", "gru_cell_forward", "gru_cell_backward",
                 "softmax_cross_entropy_sum_exp", "softmax_cross_entropy_backward", "check_class_indices"):
@@ -265,9 +296,11 @@ BUDGET_MODELS = {
     "cnn": (lambda: models.CNN(1, (2, 3), 6, CLASSES, image_size=8), (BATCH, 1, 8, 8)),
     "lstm": (lambda: models.LSTMClassifier(FEATURES, 5, num_classes=CLASSES), (BATCH, 3, FEATURES)),
     "gru": (GRUClassifier, (BATCH, 3, FEATURES)),
+    "transformer": (lambda: models.VisionTransformer(8, 4, 4, 1, 2, 8, CLASSES), (BATCH, 1, 8, 8)),
 }
-# Measured (CuPy double, batch 4): mlp 38, cnn 113, lstm 59, gru 55; the budgets leave about 5%.
-LAUNCH_BUDGET = {"mlp": 40, "cnn": 120, "lstm": 62, "gru": 58}
+# Measured (CuPy double, batch 4): mlp 38, cnn 113, lstm 59, gru 55, transformer 158; the budgets
+# leave about 5%.
+LAUNCH_BUDGET = {"mlp": 40, "cnn": 120, "lstm": 62, "gru": 58, "transformer": 166}
 
 
 def _step_counts(name, read_loss):
