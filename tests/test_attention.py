@@ -109,6 +109,24 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(device):
     assert (q.grad.numpy()[:, :, 1] == 0).all() and np.isfinite(k.grad.numpy()).all()
 
 
+def test_forward_materialises_one_score_tensor():
+    """The fused softmax works in place: the forward allocates one [B, H, L, S] array (the weights),
+    not a chain of scores, masked scores, exponentials and probabilities."""
+    import tracemalloc
+    q, k, v = (gd.randn(2, 2, 256, 8, device="cpu", requires_grad=True) for _ in range(3))
+    mask = gd.tensor(np.tril(np.ones((256, 256), bool)), device="cpu")
+    score_bytes = 2 * 2 * 256 * 256 * 4
+    F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # builds the kernels, fills the caches
+    tracemalloc.start()
+    try:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert score_bytes <= peak < 1.5 * score_bytes, (peak, score_bytes)
+    assert out.shape == (2, 2, 256, 8)
+
+
 def test_sdpa_unbatched_default_scale_and_other_sizes():
     rng = np.random.default_rng(6)
     q, k, v = qkv(rng, batch=(), length=1, source=9)
