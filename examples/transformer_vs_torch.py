@@ -77,9 +77,9 @@ def main():
             twin_loss.backward()
             twin_optimizer.step()
             seconds["torch"] += time.perf_counter() - started
-        print(f"epoch {epoch + 1}/{args.epochs}: validation accuracy gpudl {100 * evaluate(model, loss_fn, val_loader)[1]:.2f}% "
-              f"torch {100 * torch_accuracy(twin, val_loader):.2f}%; training steps gpudl {seconds['gpudl']:.1f} s, "
-              f"torch {seconds['torch']:.1f} s", flush=True)
+        ours, theirs = evaluate(model, loss_fn, val_loader)[1], torch_accuracy(twin, val_loader)
+        print(f"epoch {epoch + 1}/{args.epochs}: validation accuracy gpudl {100 * ours:.2f}% torch {100 * theirs:.2f}%; "
+              f"training steps gpudl {seconds['gpudl']:.1f} s, torch {seconds['torch']:.1f} s", flush=True)
     ours, theirs = evaluate(model, loss_fn, test_loader)[1], torch_accuracy(twin, test_loader)
     gap = 100 * abs(ours - theirs)
     print(f"test accuracy: gpudl {100 * ours:.2f}%, torch {100 * theirs:.2f}% (difference {gap:.2f} points)")

@@ -102,8 +102,8 @@ WIDTHS = {
 
 
 def build(name: str, width: int | None = None, **options):
-    """The model called ``name`` (``mlp``, ``cnn``, ``lstm`` or ``transformer``) with ``options``; ``width``, when given,
-    sets the model's size as ``WIDTHS`` says."""
+    """The model called ``name`` (``mlp``, ``cnn``, ``lstm`` or ``transformer``) with ``options``;
+    ``width``, when given, sets the model's size as ``WIDTHS`` says."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     if width is not None:

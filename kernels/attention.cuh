@@ -17,7 +17,7 @@
 // Masks are broadcast over the scores without being expanded: the mask holds mask_mod * mask_rows
 // rows of S entries; batch entry n reads mask block (n / mask_div) % mask_mod, and query l reads
 // row l of the block when mask_rows == L, else its only row (gpudl.backend.masked_softmax
-// .mask_layout computes these numbers from the two shapes).
+// .compact_mask computes these numbers from the two shapes).
 #ifndef GPUDL_ATTENTION_CUH
 #define GPUDL_ATTENTION_CUH
 // Needs common.cuh first (gpudl.backend.kernel_specs prepends it to every preamble).

@@ -44,37 +44,23 @@ def check_arguments(scores, mask=None, probs=None):
                          f"shape {scores.shape}")
 
 
-def mask_layout(mask_shape, scores_shape):
-    """How the kernel reads a mask broadcast over scores without expanding it.
+def compact_mask(xp, mask, scores_shape):
+    """``(flat_mask, mask_div, mask_mod, mask_rows)``: how the kernel reads ``mask`` broadcast over
+    scores of ``scores_shape`` without expanding it (``xp`` is the mask's array module).
 
-    Returns ``(compact_shape, mask_div, mask_mod, mask_rows)``: the mask is to be broadcast to
-    ``compact_shape`` (its own extent on the batch axes it varies along, from the first to the
-    last, then ``mask_rows`` and S) and made contiguous; batch entry n of the scores (batch axes
-    flattened) reads block ``(n // mask_div) % mask_mod`` of it. Only a mask that varies along
-    batch axes that are not adjacent, or not along S, gets copied to a larger array.
+    ``flat_mask`` is the mask broadcast to its own extent on the batch axes it varies along (from the
+    first to the last), then ``mask_rows`` (L or 1) and S, contiguous and flattened; batch entry n of
+    the scores (batch axes flattened) reads block ``(n // mask_div) % mask_mod`` of it. Only a mask
+    that varies along batch axes that are not adjacent, or not along S, gets copied to a larger array.
     """
-    ndim = len(scores_shape)
-    shape = (1,) * (ndim - len(mask_shape)) + tuple(mask_shape)
+    shape = (1,) * (len(scores_shape) - mask.ndim) + tuple(mask.shape)
     batch = scores_shape[:-2]
     queries, keys = scores_shape[-2:]
     mask_rows = queries if shape[-2] == queries else 1
     varying = [j for j, n in enumerate(shape[:-2]) if n != 1]
     first, last = (varying[0], varying[-1] + 1) if varying else (0, 0)
-    mask_mod = math.prod(batch[first:last])
-    mask_div = math.prod(batch[last:])
-    return tuple(batch[first:last]) + (mask_rows, keys), mask_div, mask_mod, mask_rows
-
-
-def compact_mask(xp, mask, scores_shape):
-    """``mask`` as the contiguous array the kernel reads, with its layout numbers (see
-    :func:`mask_layout`); ``xp`` is the mask's array module."""
-    compact_shape, mask_div, mask_mod, mask_rows = mask_layout(mask.shape, scores_shape)
-    shape = (1,) * (len(scores_shape) - mask.ndim) + tuple(mask.shape)
-    batch_axes = len(compact_shape) - 2
-    first = next((j for j, n in enumerate(shape[:-2]) if n != 1), 0)
-    kept = shape[first:first + batch_axes] + shape[-2:]
-    compact = xp.broadcast_to(mask.reshape(kept), compact_shape)
-    return xp.ascontiguousarray(compact).reshape(-1), mask_div, mask_mod, mask_rows
+    compact = xp.broadcast_to(mask.reshape(shape[first:last] + shape[-2:]), batch[first:last] + (mask_rows, keys))
+    return xp.ascontiguousarray(compact).reshape(-1), math.prod(batch[last:]), math.prod(batch[first:last]), mask_rows
 
 
 def launch_forward(kernel, xp, no_mask, scores, mask, scale, causal):

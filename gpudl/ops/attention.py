@@ -128,9 +128,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     ``attn_mask`` broadcasts to [..., L, S]: boolean True means *may attend*, a float mask is added to
     the scores. ``is_causal`` masks the keys after each query (``s > l``, top-left aligned); giving
-    both is an error, as in PyTorch. ``scale`` defaults to ``1/sqrt(E)``. Dropout with probability ``dropout_p`` is applied to
-    the weights whenever it is non-zero (pass 0 in evaluation, as PyTorch's modules do). A query that
-    may attend to nothing gets zeros.
+    both is an error, as in PyTorch. ``scale`` defaults to ``1/sqrt(E)``. Dropout with probability
+    ``dropout_p`` is applied to the weights whenever it is non-zero (pass 0 in evaluation, as
+    PyTorch's modules do). A query that may attend to nothing gets zeros.
     """
     if enable_gqa:
         raise NotImplementedError("scaled_dot_product_attention: enable_gqa=True is not supported; repeat the "
