@@ -16,15 +16,12 @@ import numpy
 import cupy
 
 from gpudl.backend import fused_numpy as _host
-from gpudl.backend.kernel_specs import (ACC_DTYPE, ACTIVATION_BACKWARD_USES, KERNELS,
-                                        adam_bias_corrections)
+from gpudl.backend.kernel_launch import Launcher
+from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES, KERNELS
 
-_MASK64 = (1 << 64) - 1
 _NO_IGNORE = -(1 << 63)
-_TARGET_DTYPES = frozenset(numpy.dtype(d) for d in ("int32", "int64", "uint8", "int16"))
 resolve_activation_params = _host.resolve_activation_params
 _check_float = _host._check_float  # validation only looks at dtypes and shapes: shared with the host twin
-_check_targets = _host._check_targets
 
 
 @functools.cache
@@ -110,7 +107,7 @@ def check_class_indices(indices, num_classes, ignore_index=None, what="target"):
         raise ValueError(f"{what} indices must be an integer array, got dtype {indices.dtype}")
     if indices.size == 0:
         return
-    indices = _as_target(indices)
+    indices = _launch.as_target(indices)
     ignore = _NO_IGNORE if ignore_index is None else int(ignore_index)
     log = _error_logs().setdefault(indices.device.id, _ErrorLog())
     kernel("check_class_indices")(indices, int(num_classes), ignore, log.next_row())
@@ -141,104 +138,9 @@ def raise_pending_device_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# softmax cross-entropy
-
-def _as_target(t):
-    t = cupy.ascontiguousarray(t)
-    return t if t.dtype in _TARGET_DTYPES else t.astype(numpy.int64)
-
-
-def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0):
-    """Per-sample loss and log-sum-exp; see ``fused_numpy.softmax_cross_entropy_forward``.
-
-    Three launches: row max (CuPy), sum of shifted exponentials (ReductionKernel), loss and
-    log-sum-exp (ElementwiseKernel). Invalid targets are reported through the device error flag
-    (:func:`raise_pending_device_errors`); their loss is NaN.
-    """
-    _check_targets(logits, targets)
-    check_class_indices(targets, logits.shape[1], ignore_index, "target")
-    logits = cupy.ascontiguousarray(logits)
-    targets = _as_target(targets)
-    n, c = logits.shape
-    acc = numpy.dtype(ACC_DTYPE[logits.dtype.name])
-    row_max = logits.max(axis=1)
-    sum_exp = cupy.empty(n, dtype=acc)
-    kernel("softmax_cross_entropy_sum_exp")(logits, row_max[:, None], axis=1, out=sum_exp)
-    loss = cupy.empty(n, dtype=logits.dtype)
-    lse = cupy.empty(n, dtype=acc)
-    kernel("softmax_cross_entropy_loss")(logits, targets, row_max, sum_exp, c, int(ignore_index),
-                                         float(label_smoothing), loss, lse)
-    return loss, lse
-
-
-def softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss, ignore_index=-100,
-                                   label_smoothing=0.0):
-    """Gradient w.r.t. logits in one launch; see ``fused_numpy.softmax_cross_entropy_backward``."""
-    _check_targets(logits, targets)
-    logits = cupy.ascontiguousarray(logits)
-    acc = numpy.dtype(ACC_DTYPE[logits.dtype.name])
-    lse = log_sum_exp.astype(acc, copy=False)
-    gloss = grad_loss.astype(logits.dtype, copy=False)
-    return kernel("softmax_cross_entropy_backward")(
-        logits, _as_target(targets)[:, None], lse[:, None], gloss[:, None], logits.shape[1],
-        int(ignore_index), float(label_smoothing))
-
-
-# ---------------------------------------------------------------------------------------------
-# dropout
-
-def _dropout_apply(x, p, seed, step):
-    _host._check_p(p)
-    _check_float("dropout", x)
-    return kernel("dropout")(x, numpy.uint64(seed & _MASK64), numpy.uint64(step & _MASK64),
-                             float(p))
-
-
-def dropout_forward(x, p, seed, step):
-    """Dropout with the counter-based mask of kernels/dropout.cuh; see ``fused_numpy``."""
-    return _dropout_apply(x, p, seed, step)
-
-
-def dropout_backward(gy, p, seed, step):
-    """Gradient of :func:`dropout_forward` (recomputes the mask from seed, step and index)."""
-    return _dropout_apply(gy, p, seed, step)
-
-
-# ---------------------------------------------------------------------------------------------
-# optimizers (one launch per parameter, in place)
-
-def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
-               nesterov=False, weight_decay=0.0, first_step=False):
-    """One SGD step in place; see ``fused_numpy.sgd_update``."""
-    _check_float("sgd", param, grad)
-    if momentum == 0.0:
-        kernel("sgd")(grad, float(lr), float(weight_decay), param)
-        return
-    if momentum_buffer is None:
-        raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
-    kernel("sgd_momentum")(grad, float(lr), float(momentum), float(dampening),
-                           float(weight_decay), bool(nesterov), bool(first_step), param,
-                           momentum_buffer)
-
-
-def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
-                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
-                decoupled=False):
-    """One Adam/AdamW step in place; see ``fused_numpy.adam_update``."""
-    _check_float("adam", param, grad)
-    step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
-    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
-               bool(decoupled), float(step_size), float(bias_correction2_sqrt))
-    if amsgrad:
-        if max_exp_avg_sq is None:
-            raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
-        kernel("adam_amsgrad")(grad, *scalars, param, exp_avg, exp_avg_sq, max_exp_avg_sq)
-    else:
-        kernel("adam")(grad, *scalars, param, exp_avg, exp_avg_sq)
-
-
-# ---------------------------------------------------------------------------------------------
-# recurrent cells: one launch per time step (kernels/rnn.cuh); see the fused_numpy twins
+# softmax cross-entropy, dropout, optimizer updates (one launch per parameter, in place) and
+# recurrent cells (one launch per time step, kernels/rnn.cuh): the launch sequences fused_native
+# shares (kernel_launch)
 
 _ALL_VALID = 1 << 62  # a length no sequence reaches: every step valid
 
@@ -249,67 +151,16 @@ def _all_valid_lengths(device_id, batch):
         return cupy.full(batch, _ALL_VALID, dtype=numpy.int64)
 
 
-def _lengths(lengths, state):
-    """The int64 lengths array the kernels read; None becomes a cached all-valid array."""
-    if lengths is None:
-        return _all_valid_lengths(state.device.id, state.shape[0])
-    return lengths
-
-
-def _flat(name, *arrays):
-    """[B, H] state arrays as the 1-D views the kernels are launched with (``SIGNATURES``)."""
-    for a in arrays:
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{name}: state arrays must be C-contiguous, got strides {a.strides}")
-    return [a.reshape(-1) for a in arrays]
-
-
-def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
-    """Elman RNN step; see ``fused_numpy.rnn_cell_forward``."""
-    _check_float("rnn_cell_forward", xw, hw, h_prev)
-    xw, hw, h_prev, h_out = _flat("rnn_cell_forward", xw, hw, h_prev, h)
-    kernel("rnn_cell_forward")(xw, hw, h_prev, _lengths(lengths, h), h.shape[-1], int(t),
-                               bool(relu), h_out)
-
-
-def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
-    """Gradient of the RNN step; see ``fused_numpy.rnn_cell_backward``."""
-    _check_float("rnn_cell_backward", h, dy, dh_rec, dh)
-    flat = _flat("rnn_cell_backward", h, dy, dh_rec, dh, dpre)
-    kernel("rnn_cell_backward")(*flat[:3], _lengths(lengths, dh), dh.shape[-1], int(t),
-                                bool(relu), *flat[3:])
-
-
-def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
-    """LSTM step; see ``fused_numpy.lstm_cell_forward``."""
-    _check_float("lstm_cell_forward", gates, hw, c_prev, h_prev)
-    c_prev, h_prev, c_out, h_out, tc_out = _flat("lstm_cell_forward", c_prev, h_prev, c, h, tanh_c)
-    kernel("lstm_cell_forward")(hw, c_prev, h_prev, _lengths(lengths, c), c.shape[-1], int(t),
-                                gates, c_out, h_out, tc_out)
-
-
-def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengths=None, t=0):
-    """Gradient of the LSTM step; see ``fused_numpy.lstm_cell_backward``."""
-    _check_float("lstm_cell_backward", act, c_prev, tanh_c, dy, dh_rec, dh, dc)
-    flat = _flat("lstm_cell_backward", c_prev, tanh_c, dy, dh_rec, dh, dc)
-    kernel("lstm_cell_backward")(act, *flat[:4], _lengths(lengths, dc), dc.shape[-1], int(t),
-                                 *flat[4:], dgates)
-
-
-def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
-    """GRU step; see ``fused_numpy.gru_cell_forward``."""
-    _check_float("gru_cell_forward", xw, hw, bias_hh, h_prev)
-    h_prev, h_out = _flat("gru_cell_forward", h_prev, h)
-    kernel("gru_cell_forward")(xw, hw, bias_hh, h_prev, _lengths(lengths, h), h.shape[-1],
-                               int(t), act, h_out)
-
-
-def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=0):
-    """Gradient of the GRU step; see ``fused_numpy.gru_cell_backward``."""
-    _check_float("gru_cell_backward", act, h_prev, dy, dh_rec, dh)
-    flat = _flat("gru_cell_backward", h_prev, dy, dh_rec, dh)
-    kernel("gru_cell_backward")(act, *flat[:3], _lengths(lengths, dh), dh.shape[-1], int(t),
-                                flat[3], dgx, dgh)
+_launch = Launcher(kernel, cupy, numpy.uint64,
+                   lambda state: _all_valid_lengths(state.device.id, state.shape[0]),
+                   check_class_indices)
+softmax_cross_entropy_forward = _launch.softmax_cross_entropy_forward
+softmax_cross_entropy_backward = _launch.softmax_cross_entropy_backward
+dropout_forward, dropout_backward = _launch.dropout_forward, _launch.dropout_backward
+sgd_update, adam_update = _launch.sgd_update, _launch.adam_update
+rnn_cell_forward, rnn_cell_backward = _launch.rnn_cell_forward, _launch.rnn_cell_backward
+lstm_cell_forward, lstm_cell_backward = _launch.lstm_cell_forward, _launch.lstm_cell_backward
+gru_cell_forward, gru_cell_backward = _launch.gru_cell_forward, _launch.gru_cell_backward
 
 
 # masked softmax of attention (kernels/attention.cuh), in a module of its own that uses kernel() above

@@ -16,7 +16,8 @@ import functools
 import numpy as np
 
 from gpudl.backend import fused_numpy as _twin
-from gpudl.backend.kernel_specs import ACC_DTYPE, ACTIVATION_BACKWARD_USES, adam_bias_corrections
+from gpudl.backend.kernel_launch import Launcher
+from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import kernel
 
@@ -28,8 +29,6 @@ __all__ = ["ACTIVATION_BACKWARD_USES", "activation_backward", "activation_forwar
            "rnn_cell_forward", "sgd_update", "softmax_cross_entropy_backward",
            "softmax_cross_entropy_forward"]
 
-_MASK64 = (1 << 64) - 1
-_TARGET_DTYPES = frozenset(np.dtype(d) for d in ("int32", "int64", "uint8", "int16"))
 resolve_activation_params = _twin.resolve_activation_params
 check_class_indices = _twin.check_class_indices
 raise_pending_device_errors = _twin.raise_pending_device_errors
@@ -93,104 +92,9 @@ def activation_backward(name, x, y, gy, **params):
 
 
 # ---------------------------------------------------------------------------------------------
-# softmax cross-entropy
-
-def _as_target(t):
-    return t if t.dtype in _TARGET_DTYPES else t.astype(np.int64)
-
-
-def softmax_cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0):
-    """Per-sample loss and log-sum-exp; see ``fused_numpy.softmax_cross_entropy_forward``.
-
-    Row max (NumPy), sum of shifted exponentials (reduction kernel), loss and log-sum-exp
-    (elementwise kernel over rows).
-    """
-    if "softmax_cross_entropy_forward" in _prefer_twin:
-        return _twin.softmax_cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
-    _twin._check_targets(logits, targets)
-    check_class_indices(targets, logits.shape[1], ignore_index, "target")
-    logits = np.ascontiguousarray(logits)
-    n, c = logits.shape
-    acc = np.dtype(ACC_DTYPE[logits.dtype.name])
-    row_max = logits.max(axis=1)
-    sum_exp = np.empty(n, dtype=acc)
-    kernel("softmax_cross_entropy_sum_exp")(logits, row_max[:, None], sum_exp)
-    loss = np.empty(n, dtype=logits.dtype)
-    lse = np.empty(n, dtype=acc)
-    kernel("softmax_cross_entropy_loss")(logits, _as_target(targets), row_max, sum_exp, c,
-                                         int(ignore_index), float(label_smoothing), loss, lse)
-    return loss, lse
-
-
-def softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss, ignore_index=-100,
-                                   label_smoothing=0.0):
-    """Gradient w.r.t. logits in one launch; see ``fused_numpy.softmax_cross_entropy_backward``."""
-    if "softmax_cross_entropy_backward" in _prefer_twin:
-        return _twin.softmax_cross_entropy_backward(logits, log_sum_exp, targets, grad_loss,
-                                                    ignore_index, label_smoothing)
-    _twin._check_targets(logits, targets)
-    acc = np.dtype(ACC_DTYPE[logits.dtype.name])
-    lse = log_sum_exp.astype(acc, copy=False)
-    gloss = grad_loss.astype(logits.dtype, copy=False)
-    return kernel("softmax_cross_entropy_backward")(
-        logits, _as_target(targets)[:, None], lse[:, None], gloss[:, None], logits.shape[1],
-        int(ignore_index), float(label_smoothing))
-
-
-# ---------------------------------------------------------------------------------------------
-# dropout
-
-def _dropout_apply(x, p, seed, step):
-    _twin._check_p(p)
-    _check_float("dropout", x)
-    return kernel("dropout")(x, seed & _MASK64, step & _MASK64, float(p))
-
-
-def dropout_forward(x, p, seed, step):
-    """Dropout with the counter-based mask of kernels/dropout.cuh; see ``fused_numpy``."""
-    return _dropout_apply(x, p, seed, step)
-
-
-def dropout_backward(gy, p, seed, step):
-    """Gradient of :func:`dropout_forward` (recomputes the mask from seed, step and index)."""
-    return _dropout_apply(gy, p, seed, step)
-
-
-# ---------------------------------------------------------------------------------------------
-# optimizers (one launch per parameter, in place)
-
-def sgd_update(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0,
-               nesterov=False, weight_decay=0.0, first_step=False):
-    """One SGD step in place; see ``fused_numpy.sgd_update``."""
-    _check_float("sgd", param, grad)
-    if momentum == 0.0:
-        kernel("sgd")(grad, float(lr), float(weight_decay), param)
-        return
-    if momentum_buffer is None:
-        raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
-    kernel("sgd_momentum")(grad, float(lr), float(momentum), float(dampening),
-                           float(weight_decay), bool(nesterov), bool(first_step), param,
-                           momentum_buffer)
-
-
-def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
-                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
-                decoupled=False):
-    """One Adam/AdamW step in place; see ``fused_numpy.adam_update``."""
-    _check_float("adam", param, grad)
-    step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
-    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
-               bool(decoupled), float(step_size), float(bias_correction2_sqrt))
-    if amsgrad:
-        if max_exp_avg_sq is None:
-            raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
-        kernel("adam_amsgrad")(grad, *scalars, param, exp_avg, exp_avg_sq, max_exp_avg_sq)
-    else:
-        kernel("adam")(grad, *scalars, param, exp_avg, exp_avg_sq)
-
-
-# ---------------------------------------------------------------------------------------------
-# recurrent cells: one launch per time step (kernels/rnn.cuh); see the fused_numpy twins
+# softmax cross-entropy, dropout, optimizer updates and recurrent cells: the launch sequences of
+# fused_cupy (kernel_launch); class targets are checked on the host, as the twin does (an
+# immediate IndexError)
 
 _ALL_VALID = 1 << 62  # a length no sequence reaches: every step valid
 
@@ -202,59 +106,25 @@ def _all_valid_lengths(batch):
     return lengths
 
 
-def _lengths(lengths, state):
-    """The int64 lengths array the kernels read; None becomes a cached all-valid array."""
-    return _all_valid_lengths(state.shape[0]) if lengths is None else lengths
+def _routed(op):
+    """``op`` launched natively, or as its twin while ``op`` is in the preferred-twin set."""
+    native = getattr(_launch, op)
+
+    @functools.wraps(native)
+    def run(*args, **kwargs):
+        return (getattr(_twin, op) if op in _prefer_twin else native)(*args, **kwargs)
+    return run
 
 
-def rnn_cell_forward(xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):
-    """Elman RNN step; see ``fused_numpy.rnn_cell_forward``."""
-    if "rnn_cell_forward" in _prefer_twin:
-        return _twin.rnn_cell_forward(xw, hw, h_prev, h, lengths=lengths, t=t, relu=relu)
-    _check_float("rnn_cell_forward", xw, hw, h_prev)
-    kernel("rnn_cell_forward")(xw, hw, h_prev, _lengths(lengths, h), h.shape[-1], int(t),
-                               bool(relu), h)
-
-
-def rnn_cell_backward(h, dy, dh_rec, dh, dpre, *, lengths=None, t=0, relu=False):
-    """Gradient of the RNN step; see ``fused_numpy.rnn_cell_backward``."""
-    if "rnn_cell_backward" in _prefer_twin:
-        return _twin.rnn_cell_backward(h, dy, dh_rec, dh, dpre, lengths=lengths, t=t, relu=relu)
-    _check_float("rnn_cell_backward", h, dy, dh_rec, dh)
-    kernel("rnn_cell_backward")(h, dy, dh_rec, _lengths(lengths, dh), dh.shape[-1], int(t),
-                                bool(relu), dh, dpre)
-
-
-def lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, *, lengths=None, t=0):
-    """LSTM step; see ``fused_numpy.lstm_cell_forward``."""
-    if "lstm_cell_forward" in _prefer_twin:
-        return _twin.lstm_cell_forward(gates, hw, c_prev, h_prev, c, h, tanh_c, lengths=lengths, t=t)
-    _check_float("lstm_cell_forward", gates, hw, c_prev, h_prev)
-    kernel("lstm_cell_forward")(hw, c_prev, h_prev, _lengths(lengths, c), c.shape[-1], int(t),
-                                gates, c, h, tanh_c)
-
-
-def lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, dh, dc, dgates, *, lengths=None, t=0):
-    """Gradient of the LSTM step; see ``fused_numpy.lstm_cell_backward``."""
-    _check_float("lstm_cell_backward", act, c_prev, tanh_c, dy, dh_rec, dh, dc)
-    kernel("lstm_cell_backward")(act, c_prev, tanh_c, dy, dh_rec, _lengths(lengths, dc),
-                                 dc.shape[-1], int(t), dh, dc, dgates)
-
-
-def gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, *, lengths=None, t=0):
-    """GRU step; see ``fused_numpy.gru_cell_forward``."""
-    if "gru_cell_forward" in _prefer_twin:
-        return _twin.gru_cell_forward(xw, hw, bias_hh, h_prev, act, h, lengths=lengths, t=t)
-    _check_float("gru_cell_forward", xw, hw, bias_hh, h_prev)
-    kernel("gru_cell_forward")(xw, hw, bias_hh, h_prev, _lengths(lengths, h), h.shape[-1],
-                               int(t), act, h)
-
-
-def gru_cell_backward(act, h_prev, dy, dh_rec, dh, dgx, dgh, *, lengths=None, t=0):
-    """Gradient of the GRU step; see ``fused_numpy.gru_cell_backward``."""
-    _check_float("gru_cell_backward", act, h_prev, dy, dh_rec, dh)
-    kernel("gru_cell_backward")(act, h_prev, dy, dh_rec, _lengths(lengths, dh), dh.shape[-1],
-                                int(t), dh, dgx, dgh)
+_launch = Launcher(kernel, np, int, lambda state: _all_valid_lengths(state.shape[0]),
+                   check_class_indices)
+softmax_cross_entropy_forward = _routed("softmax_cross_entropy_forward")
+softmax_cross_entropy_backward = _routed("softmax_cross_entropy_backward")
+dropout_forward, dropout_backward = _launch.dropout_forward, _launch.dropout_backward
+sgd_update, adam_update = _launch.sgd_update, _launch.adam_update
+rnn_cell_forward, rnn_cell_backward = _routed("rnn_cell_forward"), _routed("rnn_cell_backward")
+lstm_cell_forward, lstm_cell_backward = _routed("lstm_cell_forward"), _launch.lstm_cell_backward
+gru_cell_forward, gru_cell_backward = _routed("gru_cell_forward"), _launch.gru_cell_backward
 
 
 # ---------------------------------------------------------------------------------------------

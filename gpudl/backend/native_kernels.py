@@ -245,9 +245,14 @@ class NativeKernel:
         self._out_dtypes = [p.type if p.is_placeholder else np.dtype(p.type)
                             for p in self.params[self.n_in:]]
 
-    def __call__(self, *args, size=None):
+    def __call__(self, *args, size=None, axis=None, out=None):
         """``size``: as CuPy's, the number of indices ``i`` of a launch whose arrays are all raw
-        (C-contiguous, passed as flat pointers)."""
+        (C-contiguous, passed as flat pointers). Reductions: as CuPy's ReductionKernel, ``out``
+        receives the result and ``axis`` can only be the last axis."""
+        if self.is_reduction and (axis not in (None, -1) and axis != args[0].ndim - 1):
+            raise ValueError(f"{self.name}: the host reduces over the last axis only, got {axis}")
+        if out is not None:
+            args += (out,)
         if len(args) == self.n_in:
             args += self._allocate(args)
         elif len(args) != len(self.params):
