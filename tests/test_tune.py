@@ -293,7 +293,8 @@ def test_epoch_reporter_prunes_but_never_after_the_last_epoch():
     assert trial.reported == [(1, 0.5), (3, 0.7)]
 
 
-def test_median_pruner_stops_poor_trials_early_in_a_real_study():
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_pruners_stop_poor_trials_early_in_a_real_study(pruner):
     def objective(trial):
         x = trial.suggest_float("x", 0.0, 1.0)
         history = {"val_acc": []}
@@ -303,7 +304,7 @@ def test_median_pruner_stops_poor_trials_early_in_a_real_study():
             reporter(epoch, history)
         return max(history["val_acc"])
 
-    study = tune.optimize(objective, 30, sampler="random", pruner="median", seed=0, quiet=True)
+    study = tune.optimize(objective, 30, sampler="random", pruner=pruner, seed=0, quiet=True)
     pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
     assert pruned and all(trial.last_step < 4 for trial in pruned)
     assert all(len(trial.intermediate_values) == 4 for trial in study.get_trials(states=(COMPLETE,)))
@@ -348,20 +349,24 @@ def test_width_sets_each_models_size_and_momentum_reaches_the_optimizer():
     assert optimizer.param_groups[0]["momentum"] == 0.5
 
 
-def test_a_grid_worker_whose_queue_was_emptied_elsewhere_stops_instead_of_repeating_a_point():
+def test_a_grid_worker_stops_when_other_processes_took_the_trial_numbers_of_its_points():
     runs = []
 
     def objective(trial):
         lr = trial.suggest_categorical("lr", [0.1, 0.2])
-        if not runs:  # meanwhile another process takes the other queued point
+        if not runs:  # meanwhile another process creates a trial, taking the number meant for point 2
             trial.study.ask()
         runs.append(lr)
         return lr
 
-    study = tune.optimize(objective, sampler="grid", grid={"lr": [0.1, 0.2]}, quiet=True)
+    storage = optuna.storages.InMemoryStorage()
+    study = tune.optimize(objective, sampler="grid", grid={"lr": [0.1, 0.2]}, storage=storage, quiet=True)
     states = [trial.state for trial in study.trials]
-    assert states == [COMPLETE, RUNNING, optuna.trial.TrialState.PRUNED] and len(runs) == 1
+    assert states == [COMPLETE, RUNNING, optuna.trial.TrialState.PRUNED] and runs == [0.1]
     assert study.trials[2].params == {}
+    study.tell(1, state=FAIL)
+    rerun = tune.optimize(objective, sampler="grid", grid={"lr": [0.1, 0.2]}, storage=storage, quiet=True)
+    assert [trial.params for trial in rerun.trials[3:]] == [{"lr": 0.2}] and runs == [0.1, 0.2]
 
 
 def test_every_model_has_a_default_space_that_parses(tmp_path, capsys):

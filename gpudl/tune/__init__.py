@@ -17,11 +17,11 @@ except ImportError as exc:
     raise ImportError("gpudl.tune needs Optuna: pip install 'gpudl[tune]'") from exc
 
 from .report import TrialPrinter, best_trials, summary, write_plots, write_trials_csv
-from .search import (PRUNERS, SAMPLERS, StorageError, epoch_reporter, load_study, make_pruner, make_sampler,
-                     open_storage, optimize, worker_seed)
+from .search import (PRUNERS, SAMPLERS, GridPointSampler, StorageError, epoch_reporter, load_study, make_pruner,
+                     make_sampler, open_storage, optimize, worker_seed)
 from .space import FORMS, ParamSpec, grid_of, grid_points, parse_param, suggest
 
-__all__ = ["FORMS", "PRUNERS", "SAMPLERS", "ParamSpec", "StorageError", "TrialPrinter", "best_trials",
+__all__ = ["FORMS", "PRUNERS", "SAMPLERS", "GridPointSampler", "ParamSpec", "StorageError", "TrialPrinter", "best_trials",
            "epoch_reporter", "grid_of", "grid_points", "load_study", "make_pruner", "make_sampler",
            "open_storage", "optimize", "parse_param", "suggest", "summary", "worker_seed", "write_plots",
            "write_trials_csv"]

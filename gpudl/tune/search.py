@@ -16,10 +16,9 @@ from .space import grid_points
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
-_GRID_POINT = "gpudl_grid_point"  # user attribute of the trials queued for a grid
 # a trial holding one of these parameter sets, in these states, covers its grid point
 _COVERING_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                    optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+                    optuna.trial.TrialState.RUNNING)
 
 
 class StorageError(ConnectionError):
@@ -73,15 +72,43 @@ def worker_seed(seed, worker, trials_before):
     return int.from_bytes(digest[:4], "little")
 
 
-def make_sampler(name, seed, grid=None):
-    """Optuna's sampler called ``name`` (``tpe``, ``random``, ``grid``), seeded."""
+def make_sampler(name, seed):
+    """Optuna's sampler called ``name`` (``tpe`` or ``random``), seeded."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid, seed=seed)
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+class GridPointSampler(optuna.samplers.BaseSampler):
+    """Grid search over ``points`` (dicts of name to value): the trial numbered ``first + i`` takes point
+    ``i``. Optuna numbers trials uniquely even across processes, so no point runs twice however many
+    workers share the study; Optuna's own GridSampler and its trial queue can both repeat a point when
+    processes share an SQLite file (its queue pops are not atomic there). A parameter outside the grid
+    is drawn at random."""
+
+    def __init__(self, points, first, seed=None):
+        self.points, self.first = points, first
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+
+    def point(self, number):
+        """The point of the trial numbered ``number``, or None past the grid (trials created elsewhere
+        took numbers meant for points)."""
+        index = number - self.first
+        return self.points[index] if 0 <= index < len(self.points) else None
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        point = self.point(trial.number) or {}
+        if param_name in point:
+            return point[param_name]
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
 
 def make_pruner(name):
@@ -107,37 +134,26 @@ def epoch_reporter(trial, epochs, metric="val_acc"):
     return on_epoch_end
 
 
-def _enqueue_grid(study, grid, n_trials):
-    """Queue the grid points no trial covers yet (at most ``n_trials`` runs in all, counting the points
-    already waiting); returns the number of trials to run. Queued points are popped by exactly one worker
-    each, so no point runs twice however many workers share the study."""
+def _uncovered_points(study, grid):
+    """The points of ``grid`` that no completed, pruned or running trial of ``study`` holds."""
     names = sorted(grid)
-
-    def point_of(trial):  # a waiting trial holds its point as the fixed parameters it was queued with
-        values = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
-        return tuple(values.get(name) for name in names)
-
-    covered = {point_of(trial) for trial in study.get_trials(deepcopy=False, states=_COVERING_STATES)}
-    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    fresh = [point for point in grid_points(grid) if tuple(point[name] for name in names) not in covered]
-    budget = waiting + len(fresh) if n_trials is None else min(n_trials, waiting + len(fresh))
-    for point in fresh[:max(0, budget - waiting)]:
-        study.enqueue_trial(point, user_attrs={_GRID_POINT: True})
-    return budget
+    covered = {tuple(trial.params.get(name) for name in names)
+               for trial in study.get_trials(deepcopy=False, states=_COVERING_STATES)}
+    return [point for point in grid_points(grid) if tuple(point[name] for name in names) not in covered]
 
 
-class _QueuedPointsOnly:
-    """A grid objective that runs only the points taken from the queue: a trial created because other
-    processes (another machine on the storage) emptied the queue first stops this worker, pruned with no
+class _GridPointsOnly:
+    """A grid objective that runs only trials holding a point: a trial numbered past the grid (other
+    processes, e.g. another machine, created trials meanwhile) stops this worker, pruned with no
     parameters, instead of repeating a point."""
 
-    def __init__(self, objective):
-        self.objective = objective
+    def __init__(self, objective, sampler):
+        self.objective, self.sampler = objective, sampler
 
     def __call__(self, trial):
-        if not trial.user_attrs.get(_GRID_POINT):
+        if self.sampler.point(trial.number) is None:
             trial.study.stop()
-            raise optuna.TrialPruned("the grid's queue was empty")
+            raise optuna.TrialPruned("past the grid's points")
         return self.objective(trial)
 
 
@@ -149,7 +165,7 @@ class _Run:
     grace_period: int | None
     study_name: str
     sampler: str
-    grid: dict | None
+    points: list | None  # the grid's points for this run's trials, in trial-number order
     seed: int
     trials_before: int
     pruner: str
@@ -166,10 +182,14 @@ class _Run:
         storage = self.storage
         if isinstance(storage, str):
             storage = open_storage(storage, self.heartbeat_interval, self.grace_period)
-        sampler = make_sampler(self.sampler, worker_seed(self.seed, index, self.trials_before), self.grid)
+        seed = worker_seed(self.seed, index, self.trials_before)
+        if self.sampler == "grid":
+            sampler = GridPointSampler(self.points, self.trials_before, seed)
+            objective = _GridPointsOnly(self.objective, sampler)
+        else:
+            sampler, objective = make_sampler(self.sampler, seed), self.objective
         study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler,
                                   pruner=make_pruner(self.pruner))
-        objective = _QueuedPointsOnly(self.objective) if self.sampler == "grid" else self.objective
         study.optimize(objective, n_trials=n_trials, callbacks=self.callbacks, catch=self.catch)
 
 
@@ -246,8 +266,8 @@ def optimize(objective, n_trials=None, *, study_name="gpudl", storage=None, samp
 
     The study ``study_name`` in ``storage`` (a URL, see ``open_storage``; ``None``: in memory) is
     created or resumed. ``sampler`` is ``tpe`` (Bayesian optimisation), ``random`` or ``grid``; the grid
-    (``grid``: name -> values) is enqueued so that each point runs once, and ``n_trials`` defaults to
-    the points not yet covered. Each worker's sampler is seeded from ``seed``, its index and the
+    (``grid``: name -> values) runs each point once (see ``GridPointSampler``), and ``n_trials``
+    defaults to the points not yet covered. Each worker's sampler is seeded from ``seed``, its index and the
     number of trials already in the study. ``pruner`` (``median``, ``hyperband``, ``none``) acts on
     the values the objective reports (see ``epoch_reporter``). ``workers > 1`` runs local processes on
     the same storage, dividing the CPU threads among them (the objective must then be picklable, and
@@ -272,10 +292,11 @@ def optimize(objective, n_trials=None, *, study_name="gpudl", storage=None, samp
     else:
         opened = open_storage(storage, heartbeat_interval, grace_period) if isinstance(storage, str) else storage
     study = optuna.create_study(storage=opened, study_name=study_name, direction=direction, load_if_exists=True)
-    run = _Run(opened, heartbeat_interval, grace_period, study_name, sampler, grid, seed, len(study.trials),
+    points = None if sampler != "grid" else _uncovered_points(study, grid)[:n_trials]
+    run = _Run(opened, heartbeat_interval, grace_period, study_name, sampler, points, seed, len(study.trials),
                pruner, objective, list(callbacks), tuple(catch), quiet)
     if sampler == "grid":
-        n_trials = _enqueue_grid(study, grid, n_trials)
+        n_trials = len(points)
     jobs = [(index, n_trials // workers + (index < n_trials % workers)) for index in range(min(workers, n_trials))]
     if len(jobs) == 1:
         run.work(*jobs[0])
