@@ -22,14 +22,19 @@ import os
 import sys
 from typing import NamedTuple
 
+import numpy
+
 from . import host_compiler
 from .selection import BackendError
 
 VALID_CHOICES = ("auto", "native", "numpy")
+# What every kernel library needs: the float16 class (_Float16: GCC >= 12 on x86-64), OpenMP and
+# the running interpreter's C API (arrays arrive as __array_struct__ capsules).
 _PROBE = r"""
 #include <omp.h>
-extern "C" int gpudl_probe_threads(float x) {
-  float16 h = x;  // the float16 class needs _Float16 (GCC >= 12 on x86-64)
+extern "C" int gpudl_probe_threads(void* capsule) {
+  const float x = *static_cast<const float*>(gpudl_host::array_data(capsule));
+  float16 h = x;
   return (float)h == x ? omp_get_max_threads() : -1;
 }
 """
@@ -65,10 +70,11 @@ def configure_openmp():
 def _probe():
     """Build and load the probe library; return the OpenMP thread count."""
     configure_openmp()
-    lib = host_compiler.build(host_compiler.SHIM + _PROBE, name="probe")
-    threads = lib.gpudl_probe_threads
-    threads.argtypes = [ctypes.c_float]
-    count = threads(1.5)
+    lib = host_compiler.build(host_compiler.SHIM + host_compiler.PYTHON_ARRAYS + _PROBE,
+                              name="probe")
+    threads = ctypes.PyDLL(lib._name, handle=lib._handle).gpudl_probe_threads
+    threads.argtypes = [ctypes.py_object]
+    count = threads(numpy.array([1.5], numpy.float32).__array_struct__)
     if count < 1:
         raise host_compiler.HostCompileError("the compiler's _Float16 does not round-trip 1.5")
     return count
