@@ -99,6 +99,17 @@ def test_vision_transformer_width_and_errors():
         models.build("transformer", pool="max")
 
 
+def test_gpudl_train_transformer(tmp_path):
+    """``gpudl train transformer`` learns the easy stand-in data set and ends on the accuracy line."""
+    from cli_helpers import last_line_accuracy, run_cli, write_fake_fashion
+    (tmp_path / "data").mkdir()
+    data = write_fake_fashion(tmp_path / "data")
+    result = run_cli("train", "transformer", "--epochs", 2, "--lr", 3e-3, "--data", data, "--out",
+                     tmp_path / "run", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert last_line_accuracy(result) > 60
+
+
 # --- side by side with PyTorch (float64, through state_dict, dropout 0) -----------------------
 
 @pytest.fixture
