@@ -9,17 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --parity
-echo "== pass 1/3: every test on the NumPy backend (skips: the device=cuda cases without a GPU, run in pass 3 on the CuPy double; tests needing PyTorch or Fashion-MNIST where absent)"
+echo "== pass 1/6: every test on the NumPy backend (skips: the device=cuda cases without a GPU, run in pass 4 on the CuPy double; tests needing PyTorch or Fashion-MNIST where absent)"
 .venv/bin/python -m pytest tests "$@"
-echo "== pass 1b: the fused-op tests on the NumPy twins (GPUDL_CPU_KERNELS=numpy) and with every CPU op compiled (native)"
+echo "== pass 2/6: the fused-op tests on the NumPy twins (GPUDL_CPU_KERNELS=numpy) and with every CPU op compiled (native)"
 GPUDL_CPU_KERNELS=numpy .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_optim.py tests/test_nn_loss.py tests/test_nn_layers.py "$@"
 GPUDL_CPU_KERNELS=native .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_nn_loss.py "$@"
-echo "== pass 2/3: NVRTC compile of every kernel with the CUDA 12 toolchain (no GPU needed, nothing skips)"
+echo "== pass 3/6: NVRTC compile of every kernel with the CUDA 12 toolchain (no GPU needed, nothing skips)"
 bash scripts/check_kernels_cuda12.sh
-echo "== pass 3/3: the tests through the CuPy backend on the CPU test double (skips: files that need the real CuPy, run in passes 1-2)"
+echo "== pass 4/6: the tests through the CuPy backend on the CPU test double (skips: files that need the real CuPy, run in passes 1-3)"
 GPUDL_BACKEND=cupy GPUDL_CUPY_DOUBLE=1 .venv/bin/python -m pytest -p tests.cupy_double.pytest_plugin tests "$@"
-echo "== pass 4/5: the tests that compare with PyTorch, in .venv-torch (GPUDL_TORCH_PARITY=1 selects them: the tests whose code uses torch)"
+echo "== pass 5/6: the tests that compare with PyTorch, in .venv-torch (GPUDL_TORCH_PARITY=1 selects them: the tests whose code uses torch)"
 .venv-torch/bin/python -c "import torch; print('PyTorch', torch.__version__)"
 GPUDL_TORCH_PARITY=1 .venv-torch/bin/python -m pytest tests "$@"
-echo "== pass 5/5: the soak test (GPUDL_SOAK=1): memory growth over 10,000 MLP and 1,000 CNN and LSTM steps, NumPy and CuPy double"
+echo "== pass 6/6: the soak test (GPUDL_SOAK=1): memory growth over 10,000 MLP and 1,000 CNN and LSTM steps, NumPy and CuPy double"
 GPUDL_SOAK=1 GPUDL_BACKEND=cupy GPUDL_CUPY_DOUBLE=1 .venv/bin/python -m pytest -p tests.cupy_double.pytest_plugin tests/test_soak.py -rP

@@ -112,7 +112,7 @@ def test_cli_bad_freeze_is_a_one_line_error(fake_data, tmp_path, freeze_args, me
 def test_finetune_example_trains_the_head_on_new_classes(fake_data):
     env = subprocess_env(GPUDL_BACKEND=os.environ.get("GPUDL_BACKEND", "numpy"))
     result = subprocess.run([sys.executable, str(REPO / "examples" / "finetune_fashion_mnist.py"), "--data",
-                             str(fake_data), "--limit", "600", "--epochs", "2"],
+                             str(fake_data), "--limit", "600", "--epochs", "2", "--batch-size", "16"],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "froze 0.weight, 0.bias, 3.weight, 3.bias, 7.weight, 7.bias; fine-tuned the head (9.weight, 9.bias: " \
