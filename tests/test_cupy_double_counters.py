@@ -12,10 +12,11 @@ cp = cupy_double.build()
 def _delta(run):
     """``(device operations, syncs, new sync sites, new kernel launches)`` made by ``run()``."""
     state = cupy_double.counters()
-    launches, syncs, sites, kernels = state.launches, state.syncs, len(state.sync_sites), dict(state.kernels)
+    launches, syncs, kernels = state.launches, state.syncs, dict(state.kernels)
     run()
     new_kernels = {k: n - kernels.get(k, 0) for k, n in state.kernels.items() if n != kernels.get(k, 0)}
-    return state.launches - launches, state.syncs - syncs, state.sync_sites[sites:], new_kernels
+    new_syncs = state.syncs - syncs  # the latest sites are kept (at most 100)
+    return state.launches - launches, new_syncs, state.sync_sites[len(state.sync_sites) - new_syncs:], new_kernels
 
 
 def test_views_and_allocations_launch_nothing():
