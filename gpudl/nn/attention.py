@@ -68,8 +68,9 @@ class MultiheadAttention(Module):
             raise RuntimeError(CAUSAL_HINT_ERROR)
         batched = self._check_inputs(query, key, value)
         batch_axis = 0 if self.batch_first else 1  # the inputs stay in their layout: no transposed copies
-        if not batched:
-            query, key, value = (t.unsqueeze(batch_axis) for t in (query, key, value))
+        if not batched:  # one view per distinct input, so self-attention keeps its single projection
+            views = {id(t): t.unsqueeze(batch_axis) for t in (query, key, value)}
+            query, key, value = (views[id(t)] for t in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
         batch, length, source = query.shape[batch_axis], query.shape[1 - batch_axis], key.shape[1 - batch_axis]
