@@ -6,7 +6,7 @@ It runs under gpudl because of the import block below and nothing else: with ``g
 (tests/test_examples.py runs it both ways). The images come from gpudl's reader in
 both cases (no torchvision needed): float32 arrays [1, 28, 28], standardised.
 
-    .venv/bin/python examples/fashion_cnn.py --epochs 2            # about a minute per epoch on 2 cores
+    .venv/bin/python examples/fashion_cnn.py --epochs 2
     .venv/bin/python examples/fashion_cnn.py --batches 3           # a smoke test: 3 batches per loop
 """
 import argparse

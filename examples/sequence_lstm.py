@@ -9,7 +9,7 @@ It runs under gpudl because of the import block below and nothing else: with ``g
 ``torch`` there (and ``gpudl.data`` ``torch.utils.data``) it runs under PyTorch
 (tests/test_examples.py runs it both ways).
 
-    .venv/bin/python examples/sequence_lstm.py                 # 5 epochs, about a minute on 2 cores
+    .venv/bin/python examples/sequence_lstm.py                 # 5 epochs
     .venv/bin/python examples/sequence_lstm.py --batches 3     # a smoke test: 3 batches per loop
 """
 import argparse
