@@ -135,7 +135,7 @@ def test_random_search_resumes_and_adds_trials(tmp_path, capsys):
         assert "val_acc" in history and "test_acc" not in history
     best = max(trials, key=lambda trial: trial.value)
     command = best.user_attrs["command"]
-    assert command.startswith("gpudl train mlp --epochs 1 --limit 3000 --lr ") and f"{best.params['lr']!r}" in command
+    assert command.startswith("gpudl train mlp --epochs 1 --seed 0 --limit 3000 --lr ") and f"{best.params['lr']!r}" in command
     assert f"best trial {best.number}: val acc {100 * best.value:.2f}%" in second and f"reproduce: {command}" in second
     assert f"best trial {best.number}: validation accuracy {100 * best.value:.2f}% in the search, test accuracy" \
         in second

@@ -120,12 +120,13 @@ def _space(args, tune):
 
 
 def _fixed_argv(args, space):
-    """The train options of this run that differ from train's defaults and are not searched."""
+    """The train options of this run that are not searched: those that differ from train's defaults, and
+    always the epochs and the seed, so that a trial's command reproduces it whatever the defaults become."""
     defaults, _ = _training_defaults()
     argv = []
     for name, default in defaults.items():
         value = getattr(args, name)
-        if name not in space and value != default:
+        if name not in space and (value != default or name in ("epochs", "seed")):
             argv += [_option(name), *(_argument(item) for item in (value if isinstance(value, list) else [value]))]
     return argv
 
