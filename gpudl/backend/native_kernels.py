@@ -15,6 +15,7 @@ strides (``i`` stays the C-order index, as on the device); other layouts are cop
 import ctypes
 import functools
 import math
+import re
 
 import numpy as np
 
@@ -241,6 +242,11 @@ class NativeKernel:
         arrays = [k for k, d in enumerate(dtype_signatures(name)[0]) if not isinstance(d, tuple)]
         self._arrays = arrays
         self._non_raw = [k for k in arrays if not self.params[k].raw]
+        # Without raw params and without ``i`` every element is computed from its own inputs
+        # alone, so the loop may follow memory order: arrays sharing one dense layout (a
+        # transposed or channels-last view, say) run flat, and outputs take the input's layout.
+        self._any_order = len(self._non_raw) == len(arrays) and not re.search(
+            r"\bi\b", spec.get("operation", "i"))
         self._shaping = [k for k in self._non_raw if k < self.n_in]  # inputs: outputs' shape
         self._out_dtypes = [p.type if p.is_placeholder else np.dtype(p.type)
                             for p in self.params[self.n_in:]]
@@ -286,6 +292,10 @@ class NativeKernel:
             shape = shape[:-1]
         letters = {self.params[k].type: args[k].dtype for k in self._arrays
                    if k < self.n_in and self.params[k].is_placeholder}
+        first = args[self._shaping[0]] if self._shaping else None
+        if self._any_order and first.shape == shape and _dense(first):
+            return tuple(np.empty_like(first, letters[d] if isinstance(d, str) else d)
+                         for d in self._out_dtypes)
         return tuple(np.empty(shape, letters[d] if isinstance(d, str) else d)
                      for d in self._out_dtypes)
 
@@ -294,12 +304,14 @@ class NativeKernel:
         and whose non-raw arrays all have one shape."""
         if self.is_reduction or not self._non_raw:
             return False
-        shape = args[self._non_raw[0]].shape
-        for k in self._arrays:
-            a = args[k]
-            if not a.flags.c_contiguous or (not self.params[k].raw and a.shape != shape):
-                return False
-        return True
+        first = args[self._non_raw[0]]
+        shape = first.shape
+        if all(args[k].flags.c_contiguous and (self.params[k].raw or args[k].shape == shape)
+               for k in self._arrays):
+            return True
+        strides = first.strides
+        return self._any_order and all(args[k].shape == shape and args[k].strides == strides
+                                       for k in self._arrays) and _dense(first)
 
     def _strided(self, values):
         """``rows, cols`` and the element strides of a broadcast launch over the non-raw arrays'
@@ -330,6 +342,21 @@ class NativeKernel:
             strides += [steps[0] // a.itemsize if dims[0] != 1 else 0,
                         steps[1] // a.itemsize if dims[1] != 1 else 0]
         return rows, cols, np.array(strides or [0], dtype=np.int64)
+
+
+def _dense(a):
+    """True when ``a``'s elements fill one gap-free block starting at its data pointer, in some
+    axis order (C- or F-contiguous, or a permutation of either, all strides positive)."""
+    if a.flags.c_contiguous:
+        return True
+    expected = a.itemsize
+    for stride, n in sorted(zip(a.strides, a.shape)):
+        if n == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= n
+    return True
 
 
 @functools.cache

@@ -78,6 +78,18 @@ def test_activation_matches_twin(name, dtype):
         assert_close(gx, gx_twin, dtype, f"{name} backward {x.shape}")
 
 
+def test_activation_keeps_a_dense_layout():
+    """A channels-last view (as max pooling leaves it) runs in memory order, the output in the
+    same layout (as NumPy's ufuncs), with the twin's values; a gappy view is copied first."""
+    x = edge_values("float32", 4 * 8 * 6 * 6).reshape(6, 6, 4, 8).transpose(2, 3, 0, 1)
+    for view in (x, x[:, ::2]):
+        y = fused_native.activation_forward("relu", view)
+        np.testing.assert_array_equal(y, fused_numpy.activation_forward("relu", view))
+        gx = fused_native.activation_backward("relu", None, y, view)
+        np.testing.assert_array_equal(gx, fused_numpy.activation_backward("relu", None, y, view))
+    assert fused_native.activation_forward("relu", x).strides == x.strides
+
+
 def test_activation_errors_match_twin():
     x = np.zeros(4, np.int32)
     for module in (fused_native, fused_numpy):
