@@ -186,7 +186,8 @@ def peak_memory(make, steps=2):
 # ------------------------------------------------------------------------------------------- environment
 def environment():
     """What the numbers depend on: versions, device, BLAS and its thread pools, thread variables, load,
-    and which CPU kernels run the fused ops (compiled ``kernels/*.cuh`` or the NumPy twins)."""
+    which CPU kernels run the fused ops (compiled ``kernels/*.cuh`` or the NumPy twins) and which GEMM
+    provider the NumPy backend chose (``gemm``: NumPy's BLAS or MKL)."""
     from . import __version__, backend
     device = backend.default_device()
     chosen = backend.backend_for(device)
@@ -195,6 +196,10 @@ def environment():
     status = cpu_kernels.status()  # builds the probe library now, before any timing
     kernels = {"path": status.path, "reason": status.reason, "openmp_threads": status.threads,
                    "GPUDL_CPU_KERNELS": os.environ.get("GPUDL_CPU_KERNELS")}
+    from .backend import blas
+    provider = blas.choice()  # measured (or read from its cache) now, before any timing
+    gemm = {"provider": provider.name, "reason": provider.reason, "threads": provider.threads,
+            "GPUDL_BLAS": os.environ.get("GPUDL_BLAS")}
     return {
         "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
         "processor": _cpu_name(), "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0))
@@ -203,6 +208,7 @@ def environment():
         "gpudl": __version__, "numpy": backend.NUMPY.version(), "cupy": backend.installed_cupy_version(),
         "backend": chosen.name, "device": str(device), "device_name": chosen.describe_device(device),
         "blas": numpy_config.get("Build Dependencies", {}).get("blas"),
+        "gemm": gemm,
         "thread_pools": thread_pools(),
         "thread_variables": {name: os.environ.get(name) for name in THREAD_VARIABLES},
         "GPUDL_BACKEND": os.environ.get("GPUDL_BACKEND"),

@@ -1,9 +1,9 @@
-"""``gpudl info``: the backend GPUDL_BACKEND selects, its device, the CPU kernels and library versions."""
+"""``gpudl info``: the backend GPUDL_BACKEND selects, its device, CPU kernels, GEMM provider and versions."""
 import platform
 
 from .. import __version__
 from .. import backend as _backend
-from ..backend import cpu_kernels
+from ..backend import blas, cpu_kernels
 
 
 def add_parser(commands):
@@ -23,6 +23,7 @@ def run(args) -> int:
     print(f"GPUDL_BACKEND={requested} -> backend {chosen.name}{fallback}")
     print(f"device: {device} ({chosen.describe_device(device)})")
     print(f"CPU kernels: {describe_cpu_kernels()}")
+    print(f"BLAS (CPU GEMM): {blas.describe()}")
     print(f"numpy {_backend.NUMPY.version()}")
     print(f"cupy {_backend.installed_cupy_version() or 'not installed'}")
     return 0

@@ -1,6 +1,7 @@
 """The affine map of ``nn.Linear`` as one Function, and ``gemm``, the matrix product the layers share."""
 from .. import backend as _backend
 from ..autograd.function import Function
+from ..backend import blas
 from ._util import accumulation_dtype
 
 
@@ -8,17 +9,19 @@ def gemm(xp, a, b, out=None):
     """``a @ b`` (2-D or batched), written into ``out`` if given.
 
     float16 operands are multiplied in float32 and the product rounded once, since float16 is for
-    storage and matrix products accumulate in float32.
+    storage and matrix products accumulate in float32. On the CPU the product comes from the GEMM
+    provider ``backend.blas`` chose (NumPy's BLAS or MKL, ``GPUDL_BLAS``).
     """
+    matmul = blas.matmul if xp is _backend.NUMPY.xp else xp.matmul
     if a.dtype == _backend.float16:
-        product = xp.matmul(a.astype(_backend.float32), b.astype(_backend.float32))
+        product = matmul(a.astype(_backend.float32), b.astype(_backend.float32))
         if out is None:
             return product.astype(_backend.float16)
         out[...] = product
         return out
     if a.ndim == 2 and a.shape[1] == 1:  # an outer product (batch 1's weight gradient): NumPy's matmul
         return xp.multiply(a, b, out=out)  # takes a slow non-BLAS loop for it, ~10x slower than this
-    return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+    return matmul(a, b) if out is None else matmul(a, b, out=out)
 
 
 class Linear(Function):

@@ -1,0 +1,255 @@
+"""The GEMM provider of the NumPy backend: NumPy's own BLAS, or Intel MKL from the ``gpudl[mkl]`` extra.
+
+``GPUDL_BLAS=auto`` (the default) takes MKL only when a short measurement at the models' GEMM shapes says it
+is faster on this CPU (on Intel Xeons it usually is, on AMD EPYCs OpenBLAS usually wins); the verdict is
+cached as JSON next to the compiled CPU kernels, keyed by the CPU, NumPy, MKL and the thread count.
+``GPUDL_BLAS=numpy|mkl`` forces a provider. MKL is put on the GNU OpenMP threading layer (libgomp, the
+runtime of the native CPU kernels), so one OpenMP runtime serves the process.
+
+``matmul(a, b, out=None)`` is the chosen function: ``numpy.matmul`` itself when NumPy is chosen, so
+that path costs nothing extra per call.
+"""
+import ctypes
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+import numpy
+
+from . import host_compiler
+from .selection import BackendError
+
+CHOICES = ("auto", "numpy", "mkl")
+INSTALL_HINT = "pip install gpudl[mkl]"
+# (m, k, n) of the MLP's and CNN's forward GEMMs at batch 32/128 (784-512-512 layers)
+MEASURE_SHAPES = ((128, 784, 512), (32, 512, 512), (512, 512, 512))
+MEASURE_SECONDS = 0.05  # per shape and provider
+MKL_WINS_BY = 1.05  # MKL must be this much faster to be chosen: noise must not flip the choice
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_GNU_THREADING = 1  # MKL_THREADING_GNU in mkl_service.h
+
+
+class BlasError(BackendError):
+    """GPUDL_BLAS names an unknown provider, or one that is not installed."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The provider in use and why: ``name`` is ``numpy`` or ``mkl``."""
+    name: str
+    reason: str
+    threads: int = 0
+
+
+def requested() -> str:
+    """``GPUDL_BLAS`` (default ``auto``); raises BlasError for any other value than auto|numpy|mkl."""
+    value = os.environ.get("GPUDL_BLAS", "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise BlasError(f"GPUDL_BLAS={value!r}: expected one of {', '.join(CHOICES)}")
+    return value
+
+
+def thread_count() -> int:
+    """The threads MKL gets: ``OMP_NUM_THREADS`` when set (``gpudl bench --threads`` sets it), else the usable CPUs."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def mkl_library():
+    """Path of ``libmkl_rt`` from the installed ``mkl`` wheel, or None when the extra is not installed."""
+    try:
+        dist = metadata.distribution("mkl")
+    except metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or ():
+        if file.name.startswith("libmkl_rt.so") or file.name in ("mkl_rt.2.dll", "libmkl_rt.2.dylib"):
+            return str(dist.locate_file(file))
+    return None
+
+
+def _mkl_version():
+    """The installed ``mkl`` wheel's version (None if its metadata is gone)."""
+    try:
+        return metadata.version("mkl")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class Mkl:
+    """``cblas_sgemm``/``cblas_dgemm`` of one loaded libmkl_rt, on the GNU threading layer."""
+
+    def __init__(self, path, threads):
+        os.environ.setdefault("MKL_THREADING_LAYER", "GNU")  # read if MKL initialises before the call below
+        self.lib = ctypes.CDLL(path)
+        self.lib.MKL_Set_Threading_Layer(ctypes.c_int(_GNU_THREADING))
+        self.lib.MKL_Set_Num_Threads(ctypes.c_int(threads))
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        self.kernels = {}
+        for dtype, name, scalar in ((numpy.float32, "cblas_sgemm", ctypes.c_float),
+                                    (numpy.float64, "cblas_dgemm", ctypes.c_double)):
+            function = getattr(self.lib, name)
+            function.restype = None
+            function.argtypes = [integer] * 6 + [scalar, pointer, integer, pointer, integer, scalar, pointer, integer]
+            self.kernels[numpy.dtype(dtype)] = function
+
+    def matmul(self, a, b, out=None):
+        """``numpy.matmul(a, b, out=out)`` for float32/float64 2-D or 3-D operands through MKL; anything
+        else (other dtypes, broadcasting, more dimensions) goes to NumPy."""
+        kernel = self.kernels.get(a.dtype)
+        if (kernel is None or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim not in (2, 3)
+                or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]):
+            return numpy.matmul(a, b, out=out)
+        shape = a.shape[:-1] + b.shape[-1:]
+        target = out if out is not None and out.dtype == a.dtype and out.flags.c_contiguous else None
+        result = numpy.empty(shape, a.dtype) if target is None else target
+        if a.ndim == 2:
+            self._gemm2(kernel, a, b, result)
+        else:
+            for index in range(a.shape[0]):
+                self._gemm2(kernel, a[index], b[index], result[index])
+        if out is not None and target is None:
+            out[...] = result
+            return out
+        return result
+
+    @staticmethod
+    def _gemm2(kernel, a, b, c):
+        m, k = a.shape
+        n = b.shape[1]
+        if m == 0 or n == 0:
+            return
+        if k == 0:
+            c[...] = 0
+            return
+        a, trans_a, lda = _cblas_operand(a)
+        b, trans_b, ldb = _cblas_operand(b)
+        kernel(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
+               0.0, c.ctypes.data, n)
+
+
+def _cblas_operand(x):
+    """``(array, transpose flag, leading dimension)`` describing 2-D ``x`` to row-major CBLAS without a copy
+    when it is C-contiguous or a transposed C-contiguous view (row stride or column stride 1)."""
+    item = x.itemsize
+    rows, cols = x.shape
+    if x.strides[1] == item and x.strides[0] >= max(cols, 1) * item and x.strides[0] % item == 0:
+        return x, _NO_TRANS, x.strides[0] // item
+    if x.strides[0] == item and x.strides[1] >= max(rows, 1) * item and x.strides[1] % item == 0:
+        return x, _TRANS, x.strides[1] // item
+    x = numpy.ascontiguousarray(x)
+    return x, _NO_TRANS, max(cols, 1)
+
+
+def _first_matmul(a, b, out=None):
+    """``matmul`` before the provider is chosen: choose it (rebinding ``matmul``), then multiply."""
+    choose()
+    return matmul(a, b, out=out)
+
+
+_choice = None
+matmul = _first_matmul  # gemm() calls the provider through this name; choose() rebinds it
+
+
+def choice() -> Choice:
+    """The provider in use (measured, forced or read from the cache on first call)."""
+    if _choice is None:
+        choose()
+    return _choice
+
+
+def choose():
+    """Decide the provider and bind ``matmul`` to it (raises BlasError for a bad or unsatisfiable GPUDL_BLAS)."""
+    global _choice, matmul
+    wanted = requested()
+    threads = thread_count()
+    path = mkl_library()
+    mkl = None
+    if wanted == "mkl" and path is None:
+        raise BlasError(f"GPUDL_BLAS=mkl but Intel MKL is not installed: {INSTALL_HINT}")
+    if wanted == "numpy":
+        decided = Choice("numpy", "forced by GPUDL_BLAS=numpy")
+    elif path is None:
+        decided = Choice("numpy", f"mkl extra not installed; {INSTALL_HINT} to measure MKL")
+    elif wanted == "mkl":
+        decided = Choice("mkl", "forced by GPUDL_BLAS=mkl", threads)
+    else:
+        try:
+            decided, mkl = _measured_choice(path, threads)
+        except OSError as exc:  # e.g. no libgomp for MKL's GNU threading layer
+            decided = Choice("numpy", f"MKL installed but not loadable: {exc}")
+    if decided.name == "mkl":
+        matmul = (mkl or Mkl(path, threads)).matmul
+    else:
+        matmul = numpy.matmul
+    _choice = decided
+    return _choice
+
+
+def _measured_choice(path, threads):
+    """``(choice, loaded Mkl or None)``: the cached verdict for this CPU/NumPy/MKL/threads, else a fresh
+    measurement, then cached (MKL is loaded only to measure or to use it)."""
+    key = {"cpu": host_compiler.cpu_identity(), "numpy": numpy.__version__, "mkl": path,
+           "mkl_version": _mkl_version(), "threads": threads}
+    cache = host_compiler.cache_dir() / "cpu-kernels" / "blas-choice.json"
+    try:
+        entry = json.loads(cache.read_text())
+        if entry.get("key") == key:
+            return Choice(**entry["choice"]), None
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    mkl = Mkl(path, threads)
+    numpy_rate, mkl_rate = measure(mkl.matmul)
+    ratio = mkl_rate / numpy_rate
+    name = "mkl" if ratio >= MKL_WINS_BY else "numpy"
+    decided = Choice(name, f"measured: MKL {ratio:.2f}x NumPy's BLAS at the models' GEMM shapes", threads)
+    _write_atomically(cache, json.dumps({"key": key, "choice": asdict(decided)}))
+    return decided, mkl
+
+
+def measure(mkl_matmul, shapes=MEASURE_SHAPES, seconds=MEASURE_SECONDS):
+    """``(numpy GFLOP/s, mkl GFLOP/s)`` summed over ``shapes`` (float32, best of short timed runs)."""
+    rates = [0.0, 0.0]
+    generator = numpy.random.default_rng(0)
+    for m, k, n in shapes:
+        a = generator.random((m, k), numpy.float32)
+        b = generator.random((k, n), numpy.float32)
+        c = numpy.empty((m, n), numpy.float32)
+        for slot, function in enumerate((numpy.matmul, mkl_matmul)):
+            function(a, b, out=c)  # warm up: thread pools start, pages touched
+            best = float("inf")
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                function(a, b, out=c)
+                best = min(best, time.perf_counter() - start)
+            rates[slot] += 2 * m * k * n / best / 1e9
+    return rates[0], rates[1]
+
+
+def _write_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename; a read-only cache is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
+def describe() -> str:
+    """One line for ``gpudl info``: the provider and why."""
+    current = choice()
+    threads = f", {current.threads} threads" if current.name == "mkl" else ""
+    return f"{current.name} ({current.reason}{threads})"
+
+
+def reset():
+    """Forget the choice (tests change GPUDL_BLAS); the next ``choice()`` decides again."""
+    global _choice, matmul
+    _choice, matmul = None, _first_matmul
