@@ -15,7 +15,8 @@ machine takes a core away from the next matrix product. Unless the user set ``OM
 or ``GOMP_SPINCOUNT``, gpudl sets ``OMP_WAIT_POLICY=PASSIVE`` before loading libgomp: our threads
 sleep as soon as a loop ends (waking them costs a few microseconds, paid only by loops long
 enough to be split, see ``native_kernels.PARALLEL_MIN``). OpenBLAS's idle threads poll with
-``sched_yield`` between matrix products, so they give way to ours.
+``sched_yield`` between matrix products, so they give way to ours. A process forked after the
+kernels were loaded runs them on one thread: libgomp's pool does not survive ``fork()``.
 """
 import ctypes
 import os

@@ -95,6 +95,13 @@ inline void* array_data(void* capsule) {
 }  // namespace gpudl_host
 """
 
+# GNU OpenMP's thread pool does not survive fork(): a child's first parallel loop would wait for
+# the parent's threads forever. Each kernel library exports this, for an at-fork handler.
+OPENMP_SERIAL = r"""
+#include <omp.h>
+extern "C" void gpudl_openmp_serial() { omp_set_num_threads(1); }
+"""
+
 
 class CompilerUnavailable(RuntimeError):
     """No usable host C++ compiler (missing, or it cannot build the kernels)."""

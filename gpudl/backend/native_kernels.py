@@ -15,6 +15,7 @@ strides (``i`` stays the C-order index, as on the device); other layouts are cop
 import ctypes
 import functools
 import math
+import os
 import re
 
 import numpy as np
@@ -188,7 +189,7 @@ def library_source(spec, signatures, preamble=None, parallel_min=PARALLEL_MIN):
     ``kernel_specs.Signature.dtypes``; ``preamble`` replaces the spec's (tests use it)."""
     params = parse_params(spec)
     reduction = spec.get("kind") == "reduction"
-    parts = [host_compiler.SHIM, host_compiler.PYTHON_ARRAYS,
+    parts = [host_compiler.SHIM, host_compiler.PYTHON_ARRAYS, host_compiler.OPENMP_SERIAL,
              spec["preamble"] if preamble is None else preamble]
     for index, dtypes in enumerate(signatures):
         letters = type_map(params, dtypes)
@@ -213,6 +214,7 @@ def load_entries(spec, signatures, preamble=None, flags=host_compiler.NATIVE_FLA
     a pointer to 2 element strides per non-raw array (None: flat and C-contiguous)."""
     source = library_source(spec, signatures, preamble, parallel_min)
     lib = host_compiler.build(source, flags, name=spec["name"])
+    _serial_after_fork(lib)
     with_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
     entries = {}
     for index, dtypes in enumerate(signatures):
@@ -222,6 +224,17 @@ def load_entries(spec, signatures, preamble=None, flags=host_compiler.NATIVE_FLA
                           for d in dtypes] + [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p]
         entries[tuple(np.dtype(d) for d in dtypes if not isinstance(d, tuple))] = entry
     return entries
+
+
+_fork_handlers = []
+
+
+def _serial_after_fork(lib):
+    """Once per process: a child forked later (a DataLoader or tuning worker, say) runs the
+    kernels on one thread, since the parent's OpenMP threads do not exist in it."""
+    if not _fork_handlers:
+        _fork_handlers.append(lib.gpudl_openmp_serial)
+        os.register_at_fork(after_in_child=lib.gpudl_openmp_serial)
 
 
 class NativeKernel:

@@ -5,9 +5,11 @@ strided; the path selection (GPUDL_CPU_KERNELS, a missing compiler); the library
 and foreign files rebuilt, two processes building at once).
 """
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -414,6 +416,28 @@ def test_backend_uses_the_chosen_path():
     assert backend.NUMPY.fused is want
 
 
+def test_a_forked_child_runs_the_kernels():
+    """libgomp's threads do not survive fork(): the child runs on one thread instead of hanging."""
+    x = np.random.default_rng(0).standard_normal(BIG).astype(np.float32)
+    fused_native.activation_forward("relu", x)  # the parent's thread pool exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        ok = np.array_equal(fused_native.activation_forward("relu", x), np.maximum(x, 0))
+        os.write(write, b"ok" if ok else b"wrong")
+        os._exit(0)
+    os.close(write)
+    deadline, done = time.monotonic() + 60, 0
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.05)
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    if not done:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in its first parallel loop")
+    assert os.read(read, 16) == b"ok"
+
+
 # --- the cache --------------------------------------------------------------------------------------
 
 SOURCE = 'extern "C" int answer() { return %d; }\n'
@@ -455,7 +479,6 @@ def test_two_processes_build_at_once(tmp_path):
         print(float(y.sum()))
     """)
     env = subprocess_env(GPUDL_CACHE_DIR=str(tmp_path))
-    import time
     start = str(time.time() + 1.0)
     procs = [subprocess.Popen([sys.executable, "-c", script, start], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
