@@ -24,12 +24,39 @@ import sys
 import time
 import tracemalloc
 
+from . import nn
+
 MODELS = ("mlp", "cnn", "lstm", "transformer")
 # per-sample input shape: 28x28 images, as rows of 28 features for the LSTM
 INPUT_SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "lstm": (28, 28), "transformer": (1, 28, 28)}
 CLASSES = 10
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class FunctionalCNN(nn.Module):
+    """``gpudl bench cnn``: the CNN of gpudl.models written as PyTorch users write it, conv → ReLU →
+    max-pool in ``forward`` through ``nn.functional`` (gpudl.models.CNN pools before the ReLU, which gives
+    the same numbers on a quarter of the elements; the benchmark measures the common form)."""
+
+    def __init__(self, channels=(32, 64), hidden_size=128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
+        self.fc1 = nn.Linear(channels[1] * 7 * 7, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, CLASSES)
+
+    def forward(self, x):
+        functional = nn.functional
+        x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
+        x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
+        return self.fc2(functional.relu(self.fc1(x.flatten(1))))
+
+
+def build_model(model_name):
+    """gpudl's model that ``gpudl bench model_name`` times: gpudl.models' one, the CNN in its functional form."""
+    from . import models
+    return FunctionalCNN() if model_name == "cnn" else models.build(model_name)
 
 
 class TrainingStep:
@@ -74,14 +101,14 @@ def _synchronizer(device):
 
 def make_step(model_name, batch_size, model=None, optimizer=None, seed=0):
     """A :class:`TrainingStep` of gpudl's ``model_name`` (``mlp``, ``cnn``, ``lstm``, ``transformer``; see
-    gpudl.models) at ``batch_size`` on the default device. Pass ``model`` and ``optimizer`` to
-    reuse them (one model stepping through several batch sizes, as ``gpudl bench`` does)."""
+    gpudl.models; the CNN as :class:`FunctionalCNN`) at ``batch_size`` on the default device. Pass ``model``
+    and ``optimizer`` to reuse them (one model stepping through several batch sizes, as ``gpudl bench`` does)."""
     import gpudl
-    from . import models, nn, optim
+    from . import optim
     check_model(model_name)
     if model is None:
         gpudl.manual_seed(seed)
-        model = models.build(model_name)
+        model = build_model(model_name)
         optimizer = optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     inputs = gpudl.randn(batch_size, *INPUT_SHAPES[model_name])
     targets = gpudl.randint(0, CLASSES, (batch_size,))
@@ -149,10 +176,14 @@ def linear_products(model, batch_size):
 
 
 def time_products(products, synchronize, repeats):
-    """Seconds of each of ``repeats`` runs of the products back to back with bare ``a @ b``."""
+    """Seconds of each of ``repeats`` runs of the products back to back through ``gemm`` (on the CPU, the
+    GEMM provider gpudl.backend.blas chose) and nothing else."""
+    from . import backend
+    from .ops.linear import gemm
+
     def run():
         for a, b in products:
-            a @ b
+            gemm(backend.backend_of(a).xp, a, b)
         synchronize()
     return time_step(run, repeats, warmup=1)
 

@@ -1,6 +1,6 @@
 """The PyTorch twin of gpudl.benchmark's training steps, for ``gpudl bench --compare torch``.
 
-Same architectures as gpudl.models (initialised by PyTorch), same loss, optimizer and input
+Same architectures as gpudl.benchmark's models (initialised by PyTorch), same loss, optimizer and input
 shapes. Imported only in the PyTorch worker process (``python -m gpudl.benchmark``), which sets
 ``torch.set_num_threads`` from the same thread count as the gpudl worker's BLAS.
 """
@@ -14,6 +14,23 @@ nn = torch.nn
 _threads = os.environ.get("OMP_NUM_THREADS")
 if _threads:
     torch.set_num_threads(int(_threads))
+
+
+class FunctionalCNN(nn.Module):
+    """gpudl.benchmark.FunctionalCNN: conv → ReLU → max-pool twice through nn.functional, then fc 128 → ReLU → fc 10."""
+
+    def __init__(self, channels=(32, 64), hidden_size=128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
+        self.fc1 = nn.Linear(channels[1] * 7 * 7, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, CLASSES)
+
+    def forward(self, x):
+        functional = nn.functional
+        x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
+        x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
+        return self.fc2(functional.relu(self.fc1(torch.flatten(x, 1))))
 
 
 class LSTMClassifier(nn.Module):
@@ -60,9 +77,7 @@ def build(model_name, **options):
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                              nn.Linear(512, CLASSES))
     if model_name == "cnn":
-        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
-                             nn.Conv2d(32, 64, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
-                             nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, CLASSES))
+        return FunctionalCNN()
     return LSTMClassifier()
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gpudl
@@ -140,3 +141,38 @@ def test_training_step_updates_the_parameters():
     assert all(a.shape == b.shape and (a != b).any() for a, b in zip(before, after))
     with pytest.raises(ValueError, match="unknown model 'rnn'"):
         benchmark.make_step("rnn", 8)
+
+
+def cnn_outputs_and_grads(model, x):
+    """Logits, input gradient and parameter gradients of ``model`` on float64 input ``x``."""
+    inputs = gpudl.tensor(x, requires_grad=True)
+    out = model(inputs)
+    (out * gpudl.tensor(np.random.default_rng(1).standard_normal(out.shape))).sum().backward()
+    return [out.numpy(), inputs.grad.numpy()] + [p.grad.numpy() for p in model.parameters()]
+
+
+def test_bench_cnn_is_conv_relu_pool_and_computes_what_the_models_cnn_computes():
+    gpudl.manual_seed(0)
+    functional = benchmark.build_model("cnn").double()
+    assert isinstance(functional, benchmark.FunctionalCNN)
+    assert [name for name, _ in functional.named_parameters()] == [
+        f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("weight", "bias")]
+    pool_first = models.CNN().double()  # ReLU after max-pool: the same numbers on a quarter of the elements
+    with gpudl.no_grad():
+        for mine, theirs in zip(pool_first.parameters(), functional.parameters(), strict=True):
+            mine.copy_(theirs)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28))
+    for a, b in zip(cnn_outputs_and_grads(functional, x), cnn_outputs_and_grads(pool_first, x), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_bench_cnn_matches_its_pytorch_twin():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed here (it lives in .venv-torch)")
+    from gpudl.benchmark_torch import build
+    gpudl.manual_seed(0)
+    model = benchmark.build_model("cnn").double()
+    reference = build("cnn").double()
+    reference.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(2).standard_normal((2, 1, 28, 28))
+    np.testing.assert_allclose(model(gpudl.tensor(x)).numpy(), reference(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-10)
