@@ -2,6 +2,7 @@
 cache, gemm() routing through the provider, and -- where the ``gpudl[mkl]`` extra is installed -- MKL's results
 against NumPy's."""
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -201,3 +202,21 @@ def test_a_linear_training_step_is_the_same_on_both_providers(monkeypatch, dtype
     on_mkl = linear_training_step(dtype)
     for expected, actual in zip(on_numpy, on_mkl):
         np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol)
+
+
+def multiply_and_check(matmul, a, b):
+    """Exit status 0 when ``matmul`` (in a forked child) gives NumPy's product."""
+    raise SystemExit(0 if np.allclose(matmul(a, b), a @ b, rtol=1e-4, atol=1e-3) else 1)
+
+
+@needs_mkl
+def test_mkl_still_multiplies_in_a_forked_child(monkeypatch):
+    matmul = mkl_matmul(monkeypatch)
+    a = np.random.default_rng(4).standard_normal((256, 256)).astype(np.float32)
+    matmul(a, a)  # MKL's OpenMP threads exist before the fork
+    child = multiprocessing.get_context("fork").Process(target=multiply_and_check, args=(matmul, a, a))
+    child.start()
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0, "a forked child's MKL product hung or was wrong"
