@@ -306,7 +306,8 @@ class NativeKernel:
         letters = {self.params[k].type: args[k].dtype for k in self._arrays
                    if k < self.n_in and self.params[k].is_placeholder}
         first = args[self._shaping[0]] if self._shaping else None
-        if self._any_order and first.shape == shape and _dense(first):
+        if (self._any_order and first.shape == shape and not first.flags.c_contiguous
+                and all(args[k].strides == first.strides for k in self._shaping) and _dense(first)):
             return tuple(np.empty_like(first, letters[d] if isinstance(d, str) else d)
                          for d in self._out_dtypes)
         return tuple(np.empty(shape, letters[d] if isinstance(d, str) else d)

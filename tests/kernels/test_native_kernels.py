@@ -90,6 +90,11 @@ def test_activation_keeps_a_dense_layout():
         gx = fused_native.activation_backward("relu", None, y, view)
         np.testing.assert_array_equal(gx, fused_numpy.activation_backward("relu", None, y, view))
     assert fused_native.activation_forward("relu", x).strides == x.strides
+    y = fused_native.activation_forward("relu", x)  # mixed layouts: a C-order result
+    for y_, gy in ((y, np.ascontiguousarray(x)), (np.ascontiguousarray(y), x)):
+        gx = fused_native.activation_backward("relu", None, y_, gy)
+        assert gx.flags.c_contiguous
+        np.testing.assert_array_equal(gx, fused_numpy.activation_backward("relu", None, y_, gy))
 
 
 def test_activation_errors_match_twin():
