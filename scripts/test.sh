@@ -14,6 +14,10 @@ echo "== pass 1/6: every test on the NumPy backend (skips: the device=cuda cases
 echo "== pass 2/6: the fused-op tests on the NumPy twins (GPUDL_CPU_KERNELS=numpy) and with every CPU op compiled (native)"
 GPUDL_CPU_KERNELS=numpy .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_optim.py tests/test_nn_loss.py tests/test_nn_layers.py "$@"
 GPUDL_CPU_KERNELS=native .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_nn_loss.py "$@"
+echo "== pass 2/6 (cont.): the GEMM provider's MKL tests with gpudl[mkl] (Intel's mkl wheel, ~1 GB) in a venv of its own, .venv-mkl"
+[ -x .venv-mkl/bin/python ] || python3 -m venv .venv-mkl
+.venv-mkl/bin/python -m pip install -q -e ".[mkl]" pytest
+.venv-mkl/bin/python -m pytest tests/test_blas.py "$@"
 echo "== pass 3/6: NVRTC compile of every kernel with the CUDA 12 toolchain (no GPU needed, nothing skips)"
 bash scripts/check_kernels_cuda12.sh
 echo "== pass 4/6: the tests through the CuPy backend on the CPU test double (skips: files that need the real CuPy, run in passes 1-3)"
