@@ -166,6 +166,11 @@ def test_mkl_equals_numpy_for_plain_transposed_and_batched_operands(monkeypatch,
     strided_out = np.zeros((5, 8), dtype)[:, ::2]
     matmul(a3[0], b3[0].T, out=strided_out)
     np.testing.assert_allclose(strided_out, a3[0] @ b3[0].T, rtol=rtol, atol=rtol * 10)
+    square = rng.standard_normal((6, 6)).astype(dtype)
+    expected = square @ square
+    np.testing.assert_allclose(matmul(square, square, out=square), expected, rtol=rtol, atol=rtol * 10)  # aliased
+    with pytest.raises(ValueError):
+        matmul(a, b, out=np.empty((37, 22), dtype))
 
 
 @needs_mkl

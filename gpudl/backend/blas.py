@@ -99,12 +99,15 @@ class Mkl:
 
     def matmul(self, a, b, out=None):
         """``numpy.matmul(a, b, out=out)`` for float32/float64 2-D or 3-D operands through MKL; anything
-        else (other dtypes, broadcasting, more dimensions) goes to NumPy."""
+        else (other dtypes, broadcasting, more dimensions, an ``out`` of another shape or overlapping an
+        operand) goes to NumPy, which also raises its errors."""
         kernel = self.kernels.get(a.dtype)
-        if (kernel is None or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim not in (2, 3)
-                or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]):
-            return numpy.matmul(a, b, out=out)
         shape = a.shape[:-1] + b.shape[-1:]
+        if (kernel is None or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim not in (2, 3)
+                or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]
+                or out is not None and (out.shape != shape or numpy.may_share_memory(out, a)
+                                        or numpy.may_share_memory(out, b))):
+            return numpy.matmul(a, b, out=out)
         target = out if out is not None and out.dtype == a.dtype and out.flags.c_contiguous else None
         result = numpy.empty(shape, a.dtype) if target is None else target
         if a.ndim == 2:
