@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --parity
 echo "== pass 1/6: every test on the NumPy backend (skips: the device=cuda cases without a GPU, run in pass 4 on the CuPy double; tests needing PyTorch or Fashion-MNIST where absent)"
 .venv/bin/python -m pytest tests "$@"
-echo "== pass 2/6: the fused-op tests on the NumPy twins (GPUDL_CPU_KERNELS=numpy) and with every CPU op compiled (native)"
+echo "== pass 2/6: the fused-op tests on the NumPy twins (GPUDL_CPU_KERNELS=numpy) and with every CPU op compiled (native); test_blas.py with the gpudl[mkl] extra in .venv-mkl"
 GPUDL_CPU_KERNELS=numpy .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_optim.py tests/test_nn_loss.py tests/test_nn_layers.py "$@"
 GPUDL_CPU_KERNELS=native .venv/bin/python -m pytest tests/test_ops_gradcheck.py tests/test_rnn.py tests/test_nn_loss.py "$@"
-echo "== pass 2/6 (cont.): the GEMM provider's MKL tests with gpudl[mkl] (Intel's mkl wheel, ~1 GB) in a venv of its own, .venv-mkl"
+# the GEMM provider's MKL tests with gpudl[mkl] (Intel's mkl wheel, ~1 GB) in a venv of its own
 [ -x .venv-mkl/bin/python ] || python3 -m venv .venv-mkl
 .venv-mkl/bin/python -m pip install -q -e ".[mkl]" pytest
 .venv-mkl/bin/python -m pytest tests/test_blas.py "$@"
