@@ -235,8 +235,16 @@ def _pinned(np_func):
     return pinned
 
 
+def _stable(qualname, np_func):
+    """CuPy's sorts are always stable (``kind`` may only be None or "stable"): so are the double's."""
+    forward = forwarder(qualname, lambda a, axis=-1, kind=None: np_func(a, axis=axis, kind="stable"))
+    forward.__doc__ = f"{qualname}: NumPy's stable {np_func.__name__} on device arrays."
+    return forward
+
+
 _HANDWRITTEN = {
-    "cupy": {"ndarray": _core.ndarray, "ufunc": _core.ufunc, "asarray": asarray, "array": array,
+    "cupy": {"argsort": _stable("cupy.argsort", numpy.argsort), "sort": _stable("cupy.sort", numpy.sort),
+             "ndarray": _core.ndarray, "ufunc": _core.ufunc, "asarray": asarray, "array": array,
              "asnumpy": asnumpy, "get_array_module": get_array_module, "fuse": fuse,
              "memoize": memoize, "clear_memo": lambda: None, "is_available": lambda: True,
              "show_config": lambda *a, **k: print(f"cupy_double (CuPy {CUPY_VERSION} stand-in)"),
