@@ -12,7 +12,7 @@ from . import CommandError
 CHECKPOINT = "checkpoint.npz"
 RUN_FILES = (CHECKPOINT, "history.json")
 # Options that say how this invocation runs rather than what is trained: not recorded, not compared.
-_NOT_SETTINGS = {"command", "run", "resume", "out", "plot", "no_progress", "init_from"}
+_NOT_SETTINGS = {"command", "run", "resume", "out", "plot", "no_progress", "init_from", "nproc"}
 # Settings a checkpoint cannot be continued under other values of: its weights or optimizer state would not fit.
 _IDENTITY = ("model", "optimizer", "freeze")
 
