@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,11 +128,43 @@ def epoch_reporter(trial, epochs, metric="val_acc"):
     ``trial`` at step ``epoch + 1`` and raises ``optuna.TrialPruned`` when the pruner says so — never
     after the last of ``epochs`` epochs, whose result is the trial's."""
     def on_epoch_end(epoch, history):
+        raise_if_interrupted()
         value = history[metric][-1]
         trial.report(value, epoch + 1)
         if epoch + 1 < epochs and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs} ({metric} {value:.4f})")
     return on_epoch_end
+
+
+_interrupted = threading.Event()
+
+
+def _remember_and_raise(signum, frame):
+    """SIGINT while a worker runs: remember it, then raise KeyboardInterrupt as Python does. Python drops a
+    KeyboardInterrupt raised inside a destructor or weakref callback (SQLAlchemy's connection pool runs
+    some), so the remembered interrupt fails the running trial at its next epoch and stops the study after it."""
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted(*_):
+    """Raise KeyboardInterrupt if a Ctrl-C reached this worker (an epoch reporter and a study callback)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupts_remembered():
+    """Within the block, SIGINT is remembered as well as raised (main thread only, where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, _remember_and_raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _uncovered_points(study, grid):
@@ -190,7 +223,9 @@ class _Run:
             sampler, objective = make_sampler(self.sampler, seed), self.objective
         study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler,
                                   pruner=make_pruner(self.pruner))
-        study.optimize(objective, n_trials=n_trials, callbacks=self.callbacks, catch=self.catch)
+        with _interrupts_remembered():
+            study.optimize(objective, n_trials=n_trials, callbacks=[*self.callbacks, raise_if_interrupted],
+                           catch=self.catch)
 
 
 def _worker_process(run, index, n_trials):
