@@ -22,6 +22,13 @@ def _cuda_param():
     return pytest.param("cuda", marks=marks, id="cuda")
 
 
+@pytest.fixture
+def torch():
+    """PyTorch, for a side-by-side check; the test skips where it is not installed."""
+    return pytest.importorskip("torch", reason="PyTorch is not installed: no side-by-side check "
+                                               "(run with .venv-torch/bin/python)")
+
+
 @pytest.fixture(params=["cpu", _cuda_param()])
 def device(request):
     """A device name to create tensors on: ``"cpu"`` or ``"cuda"``."""

@@ -304,12 +304,6 @@ def test_mha_dropout_only_in_training():
 
 # --- side by side with PyTorch (float64, through state_dict) ----------------------------------
 
-@pytest.fixture
-def torch():
-    return pytest.importorskip("torch", reason="PyTorch is not installed: no side-by-side check "
-                                               "(run with .venv-torch/bin/python)")
-
-
 def close(got, want, what=""):
     """Agreement to 1e-7 (relative, with an absolute floor for values near 0)."""
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9, err_msg=what)

@@ -7,6 +7,7 @@ import pytest
 import gpudl as gd
 from gpudl import models, nn, optim
 from gpudl.autograd import gradcheck
+from tests.test_attention import close
 
 TORCH_NAMES = ["self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
                "self_attn.out_proj.bias", "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias",
@@ -111,16 +112,6 @@ def test_gpudl_train_transformer(tmp_path):
 
 
 # --- side by side with PyTorch (float64, through state_dict, dropout 0) -----------------------
-
-@pytest.fixture
-def torch():
-    return pytest.importorskip("torch", reason="PyTorch is not installed: no side-by-side check "
-                                               "(run with .venv-torch/bin/python)")
-
-
-def close(got, want, what=""):
-    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9, err_msg=what)
-
 
 def _compare(torch, device, model, reference, x, **masks):
     """Outputs and every gradient (input and parameters) of gpudl's ``model`` and PyTorch's ``reference``."""
