@@ -245,7 +245,8 @@ def test_runs_cover_every_option(recorded):
     cells ran in every dtype; an activation ran on a strided view."""
     names = {(launch.kernel, launch.args[0][1]) for launches in recorded.values() for launch in launches}
     for dtype in ("float16", "float32", "float64"):
-        wanted = {"dropout", "lstm_cell_forward", "lstm_cell_backward", "masked_softmax_backward"}
+        wanted = {"dropout", "lstm_cell_forward", "lstm_cell_backward", "masked_softmax_backward",
+                  "layer_norm_forward", "layer_norm_backward"}
         wanted |= {f"{a}_{d}" for a in ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu",
                                         "gelu_tanh", "silu") for d in ("forward", "backward")}
         for key in wanted:
@@ -298,9 +299,9 @@ BUDGET_MODELS = {
     "gru": (GRUClassifier, (BATCH, 3, FEATURES)),
     "transformer": (lambda: models.VisionTransformer(8, 4, 4, 1, 2, 8, CLASSES), (BATCH, 1, 8, 8)),
 }
-# Measured (CuPy double, batch 4): mlp 38, cnn 113, lstm 59, gru 55, transformer 158; the budgets
-# leave about 5%.
-LAUNCH_BUDGET = {"mlp": 40, "cnn": 120, "lstm": 62, "gru": 58, "transformer": 166}
+# Measured (CuPy double, batch 4): mlp 38, cnn 113, lstm 59, gru 55, transformer 101 (158 before
+# layer norm ran as one kernel each way); the budgets leave about 5%.
+LAUNCH_BUDGET = {"mlp": 40, "cnn": 120, "lstm": 62, "gru": 58, "transformer": 106}
 
 
 def _step_counts(name, read_loss):

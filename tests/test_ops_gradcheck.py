@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from gpudl.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ def np_softmax(x, axis=-1):
 
 def np_log_softmax(x, axis=-1):
     return x - np_logsumexp(x, axis=axis, keepdims=True)
+
+
+def np_layer_norm(x, k, eps=1e-5):
+    """``x`` normalised over its last ``k`` axes (biased variance)."""
+    axes = tuple(range(x.ndim - k, x.ndim))
+    return (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
 
 
 C = OpCase
@@ -148,6 +155,13 @@ OP_CASES = [
     C("logsumexp-axis", lambda m, a: a.logsumexp(axis=-1), ((3, 4),), ref=lambda a: np_logsumexp(a, -1)),
     C("logsumexp-tuple-keepdims", lambda m, a: a.logsumexp(axis=(0, 2), keepdims=True), ((2, 3, 2),),
       ref=lambda a: np_logsumexp(a, (0, 2), keepdims=True)),
+    # ---- layer norm (fused row kernels; PyTorch's biased variance, eps inside the square root)
+    C("layer_norm-affine", lambda m, x, w, b: F.layer_norm(x, (5,), w, b), ((3, 2, 5), (5,), (5,)),
+      ref=lambda x, w, b: np_layer_norm(x, 1) * w + b),
+    C("layer_norm-2d-shape", lambda m, x: F.layer_norm(x, (3, 4), eps=1e-3), ((2, 3, 4),),
+      ref=lambda x: np_layer_norm(x, 2, eps=1e-3)),
+    C("layer_norm-weight-only", lambda m, x, w: F.layer_norm(x, (2, 3), w), ((4, 2, 3), (2, 3)),
+      ref=lambda x, w: np_layer_norm(x, 2) * w),
     # ---- shape
     C("reshape", lambda m, a: a.reshape(4, -1), ((2, 3, 4),)),
     C("reshape-tuple", lambda m, a: a.reshape((6, 4)), ((2, 3, 4),)),

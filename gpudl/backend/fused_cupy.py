@@ -16,6 +16,7 @@ import numpy
 import cupy
 
 from gpudl.backend import fused_numpy as _host
+from gpudl.backend import layer_norm_kernels as _layer_norm
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES, KERNELS
 
@@ -165,3 +166,6 @@ gru_cell_forward, gru_cell_backward = _launch.gru_cell_forward, _launch.gru_cell
 
 # masked softmax of attention (kernels/attention.cuh), in a module of its own that uses kernel() above
 from gpudl.backend.masked_softmax_cupy import masked_softmax_backward, masked_softmax_forward  # noqa: E402,F401
+
+# layer normalisation over rows (kernels/layer_norm.cuh): the launches shared with fused_native
+layer_norm_forward, layer_norm_backward = _layer_norm.bind(kernel, cupy)

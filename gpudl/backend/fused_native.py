@@ -18,12 +18,14 @@ import numpy as np
 from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
+from gpudl.backend import layer_norm_kernels
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import kernel
 
 __all__ = ["ACTIVATION_BACKWARD_USES", "activation_backward", "activation_forward", "adam_update",
            "check_class_indices", "dropout_backward", "dropout_forward", "gru_cell_backward",
-           "gru_cell_forward", "invalid_index_message", "lstm_cell_backward", "lstm_cell_forward",
+           "gru_cell_forward", "invalid_index_message", "layer_norm_backward", "layer_norm_forward",
+           "lstm_cell_backward", "lstm_cell_forward",
            "masked_softmax_backward", "masked_softmax_forward",
            "raise_pending_device_errors", "resolve_activation_params", "rnn_cell_backward",
            "rnn_cell_forward", "sgd_update", "softmax_cross_entropy_backward",
@@ -141,6 +143,10 @@ def masked_softmax_forward(scores, mask=None, *, scale=1.0, causal=False):
 def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
     """Overwrite ``grad`` with the scores' gradient; see ``masked_softmax.masked_softmax_backward``."""
     return launch_backward(kernel("masked_softmax_backward"), probs, grad, scale, causal)
+
+
+# layer normalisation: one launch over the rows forward, one backward (kernels/layer_norm.cuh)
+layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np)
 
 
 def __getattr__(name):

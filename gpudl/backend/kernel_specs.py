@@ -200,8 +200,30 @@ def _attention_specs():
     }
 
 
+def _layer_norm_specs():
+    # One thread per row of a C-contiguous [R, D] array, all arrays raw and flat, launched with
+    # size=R (kernels/layer_norm.cuh); mean and rstd are A (float32 for float16) per row.
+    header = "layer_norm.cuh"
+    return {
+        "layer_norm_forward": _elementwise(
+            "gpudl_layer_norm_forward",
+            "raw T x, raw T weight, raw T bias, bool has_weight, bool has_bias, int64 n_cols, "
+            "float64 eps",
+            "raw T y, raw A mean, raw A rstd",
+            "gpudl::layer_norm_forward<T>(x, weight, bias, has_weight, has_bias, i, n_cols, eps, "
+            "y, mean, rstd)", header),
+        "layer_norm_backward": _elementwise(
+            "gpudl_layer_norm_backward",
+            "raw T x, raw T gy, raw T weight, raw A mean, raw A rstd, bool has_weight, "
+            "bool param_grads, int64 n_cols",
+            "raw T gx, raw A gy_xhat",
+            "gpudl::layer_norm_backward<T>(x, gy, weight, mean, rstd, has_weight, param_grads, i, "
+            "n_cols, gx, gy_xhat)", header),
+    }
+
+
 KERNELS = {**_activation_specs(), **_softmax_cross_entropy_specs(), **_dropout_specs(),
-           **_optimizer_specs(), **_rnn_specs(), **_attention_specs()}
+           **_optimizer_specs(), **_rnn_specs(), **_attention_specs(), **_layer_norm_specs()}
 
 # Raw params of the recurrent kernels and their ndim: gate rows [B, G*H], bias [3H], lengths [B].
 RNN_RAW_NDIM = {"gates": 2, "hw": 2, "xw": 2, "act": 2, "dgates": 2, "dgx": 2, "dgh": 2,
@@ -280,6 +302,7 @@ def _signatures():
     sigs["adam_amsgrad"] = [Signature((dt,) + adam_scalars + (dt,) * 4) for dt in FLOAT_DTYPES]
     sigs.update(_rnn_signatures())
     sigs.update(_attention_signatures())
+    sigs.update(_layer_norm_signatures())
     return sigs
 
 
@@ -318,6 +341,23 @@ def _attention_signatures():
             backward.append(Signature((dt, i64, i64, b, f64, dt), idx32=idx32,
                                       raw_ndim=(("probs", 1), ("grad", 1))))
     return {"masked_softmax_forward": forward, "masked_softmax_backward": backward}
+
+
+def _layer_norm_signatures():
+    """Per dtype T (statistics in ACC_DTYPE[T]): flat raw arrays, 32- and 64-bit indexing (an
+    [R, D] array of 2**31 elements or more)."""
+    i64, b, f64 = _scalar("int64"), _scalar("bool"), _scalar("float64")
+    forward, backward = [], []
+    for dt in FLOAT_DTYPES:
+        acc = ACC_DTYPE[dt]
+        for idx32 in (True, False):
+            forward.append(Signature((dt, dt, dt, b, b, i64, f64, dt, acc, acc), idx32=idx32,
+                                     raw_ndim=tuple((p, 1) for p in ("x", "weight", "bias", "y",
+                                                                     "mean", "rstd"))))
+            backward.append(Signature((dt, dt, dt, acc, acc, b, b, i64, dt, acc), idx32=idx32,
+                                      raw_ndim=tuple((p, 1) for p in ("x", "gy", "weight", "mean",
+                                                                      "rstd", "gx", "gy_xhat"))))
+    return {"layer_norm_forward": forward, "layer_norm_backward": backward}
 
 
 SIGNATURES = _signatures()

@@ -1,6 +1,8 @@
-"""Batch and layer normalisation: one Function that normalises over some axes and applies an
-affine map whose parameters broadcast over the others. Statistics of float16 inputs are
-accumulated in float32."""
+"""Batch and layer normalisation. Batch norm: one Function that normalises over some axes and
+applies an affine map whose parameters broadcast over the others. Layer norm: the fused row
+kernels of kernels/layer_norm.cuh. Statistics of float16 inputs are accumulated in float32."""
+import math
+
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._util import accumulation_dtype
@@ -9,7 +11,7 @@ from ._util import accumulation_dtype
 class Normalize(Function):
     """``(x - mean) / sqrt(var + eps) * weight + bias``.
 
-    ``kind`` names the op in profiles (``BatchNorm``, ``LayerNorm``). ``stats_axes``: the axes
+    ``kind`` names the op in profiles (``BatchNorm``). ``stats_axes``: the axes
     mean and (biased) variance run over. With ``stats=(mean, var)`` (arrays shaped like the
     parameters) those are used instead and are constants for backward (batch norm in eval mode). ``param_shape`` is the shape weight and bias are viewed as to
     broadcast against x; ``param_axes`` are the axes their gradients are summed over. After
@@ -22,7 +24,7 @@ class Normalize(Function):
 
     @property
     def op_name(self):
-        """``BatchNorm`` or ``LayerNorm`` in profiles."""
+        """``BatchNorm`` (or the ``kind`` given) in profiles."""
         return self.kind
 
     def axis_mean(self, array, dtype=None):
@@ -147,6 +149,42 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"{op}: input of shape {input.shape} does not end in normalized_shape {normalized_shape}")
     for name, tensor in (("weight", weight), ("bias", bias)):
         _check_param(op, name, tensor, normalized_shape, input)
-    lead = input.ndim - k
-    fn = Normalize("LayerNorm", tuple(range(lead, input.ndim)), normalized_shape, tuple(range(lead)), eps)
-    return fn.apply(input, weight, bias)
+    return LayerNorm(normalized_shape, eps).apply(input, weight, bias)
+
+
+class LayerNorm(Function):
+    """Layer normalisation of x seen as rows of ``prod(normalized_shape)`` values (the trailing
+    dimensions flattened), by the fused row kernels of ``backend.fused`` (kernels/layer_norm.cuh):
+    one launch forward (saving each row's mean and 1 / std), one backward, plus the column sums of
+    the parameter gradients."""
+
+    private_grads = True  # fresh kernel outputs and column sums
+
+    def __init__(self, normalized_shape, eps):
+        self.normalized_shape, self.eps = normalized_shape, eps
+        self.features = math.prod(normalized_shape)
+
+    def _rows(self, array):
+        """``array`` as the C-contiguous [rows, features] array the kernels take (a view if it can)."""
+        rows = math.prod(array.shape[:array.ndim - len(self.normalized_shape)])
+        return self.xp.ascontiguousarray(array).reshape(rows, self.features)
+
+    def _flat(self, param):
+        return None if param is None else self.xp.ascontiguousarray(param).reshape(self.features)
+
+    def forward(self, x, weight, bias):
+        rows = self._rows(x)
+        flat_weight = self._flat(weight)
+        y, mean, rstd = self.backend.fused.layer_norm_forward(rows, flat_weight, self._flat(bias), self.eps)
+        # x and weight themselves are saved too, so that modifying either in place before backward is caught
+        self.saved = (x, weight, rows, flat_weight, mean, rstd)
+        return y.reshape(x.shape)
+
+    def backward(self, grad):
+        x, _, rows, flat_weight, mean, rstd = self.saved
+        needs_x, needs_weight, needs_bias = self.needs_input_grad
+        gx, gw, gb = self.backend.fused.layer_norm_backward(rows, self._rows(grad), flat_weight, mean, rstd,
+                                                            weight_grad=needs_weight, bias_grad=needs_bias)
+        return (gx.reshape(x.shape) if needs_x else None,
+                None if gw is None else gw.reshape(self.normalized_shape),
+                None if gb is None else gb.reshape(self.normalized_shape))
