@@ -142,40 +142,45 @@ def _optimizer_specs():
     }
 
 
+# Kernels over a [rows, hidden] array whose operation starts with ROW_INDEX: on the device each
+# thread derives its row and unit from i; the host loop (native_kernels) drops this line and runs
+# rows x units with ``row`` and ``unit`` as its counters, unit innermost, so that it vectorises.
+ROW_INDEX = "const long long row = i / hidden, unit = i % hidden;"
+
+
 def _rnn_specs():
     # One launch per time step over the [B, H] state (kernels/rnn.cuh); gate arrays are raw
     # [B, G*H] rows, lengths a raw int64 [B] (row b is valid at step t when t < lengths[b]).
     headers = ("activations.cuh", "rnn.cuh")
     step = "raw int64 lengths, int64 hidden, int64 t"
-    where = "lengths, t, (long long)i, hidden"
+    where = "lengths, t, row, unit, hidden"
+
+    def cell(name, in_params, out_params, call):
+        return _elementwise(f"gpudl_{name}", in_params, out_params,
+                            f"{ROW_INDEX} gpudl::{name}({call});", *headers)
+
     return {
-        "rnn_cell_forward": _elementwise(
-            "gpudl_rnn_cell_forward", f"T xw, T hw, T h_prev, {step}, bool use_relu", "T h",
-            f"gpudl::rnn_cell_forward(xw, hw, h_prev, {where}, use_relu, h)", *headers),
-        "rnn_cell_backward": _elementwise(
-            "gpudl_rnn_cell_backward", f"T h, T dy, T dh_rec, {step}, bool use_relu",
-            "T dh, T dpre",
-            f"gpudl::rnn_cell_backward(h, dy, dh_rec, {where}, use_relu, dh, dpre)", *headers),
+        "rnn_cell_forward": cell(
+            "rnn_cell_forward", f"T xw, T hw, T h_prev, {step}, bool use_relu", "T h",
+            "xw, hw, h_prev, lengths, t, row, use_relu, h"),
+        "rnn_cell_backward": cell(
+            "rnn_cell_backward", f"T h, T dy, T dh_rec, {step}, bool use_relu", "T dh, T dpre",
+            "h, dy, dh_rec, lengths, t, row, use_relu, dh, dpre"),
         # gates holds W_ih x + b on entry and the activations i, f, g, o on exit.
-        "lstm_cell_forward": _elementwise(
-            "gpudl_lstm_cell_forward", f"raw T hw, T c_prev, T h_prev, {step}",
+        "lstm_cell_forward": cell(
+            "lstm_cell_forward", f"raw T hw, T c_prev, T h_prev, {step}",
             "raw T gates, T c, T h, T tanh_c",
-            f"gpudl::lstm_cell_forward(gates, hw, c_prev, h_prev, {where}, c, h, tanh_c)",
-            *headers),
-        "lstm_cell_backward": _elementwise(
-            "gpudl_lstm_cell_backward", f"raw T act, T c_prev, T tanh_c, T dy, T dh_rec, {step}",
+            f"gates, hw, c_prev, h_prev, {where}, c, h, tanh_c"),
+        "lstm_cell_backward": cell(
+            "lstm_cell_backward", f"raw T act, T c_prev, T tanh_c, T dy, T dh_rec, {step}",
             "T dh, T dc, raw T dgates",
-            f"gpudl::lstm_cell_backward(act, c_prev, tanh_c, dy, dh_rec, {where}, dh, dc, dgates)",
-            *headers),
-        "gru_cell_forward": _elementwise(
-            "gpudl_gru_cell_forward", f"raw T xw, raw T hw, raw T bias_hh, T h_prev, {step}",
-            "raw T act, T h",
-            f"gpudl::gru_cell_forward(xw, hw, bias_hh, h_prev, {where}, act, h)", *headers),
-        "gru_cell_backward": _elementwise(
-            "gpudl_gru_cell_backward", f"raw T act, T h_prev, T dy, T dh_rec, {step}",
-            "T dh, raw T dgx, raw T dgh",
-            f"gpudl::gru_cell_backward(act, h_prev, dy, dh_rec, {where}, dh, dgx, dgh)",
-            *headers),
+            f"act, c_prev, tanh_c, dy, dh_rec, {where}, dh, dc, dgates"),
+        "gru_cell_forward": cell(
+            "gru_cell_forward", f"raw T xw, raw T hw, raw T bias_hh, T h_prev, {step}",
+            "raw T act, T h", f"xw, hw, bias_hh, h_prev, {where}, act, h"),
+        "gru_cell_backward": cell(
+            "gru_cell_backward", f"raw T act, T h_prev, T dy, T dh_rec, {step}",
+            "T dh, raw T dgx, raw T dgh", f"act, h_prev, dy, dh_rec, {where}, dh, dgx, dgh"),
     }
 
 

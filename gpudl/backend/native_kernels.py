@@ -11,6 +11,9 @@ Layouts: non-raw arrays are either all C-contiguous with one shape (a flat loop 
 vectorises) or broadcast to a common shape of at most 2 dimensions and read through element
 strides (``i`` stays the C-order index, as on the device); other layouts are copied first.
 ``raw`` arrays are flat pointers and must be C-contiguous (outputs) or are made so (inputs).
+A kernel whose operation starts with ``kernel_specs.ROW_INDEX`` (the recurrent cells over a
+[B, H] state) runs its flat launch as rows x units, so that it needs no division per element
+and its unit-contiguous accesses vectorise.
 """
 import ctypes
 import functools
@@ -21,7 +24,7 @@ import re
 import numpy as np
 
 from . import host_compiler
-from .kernel_specs import KERNELS, SIGNATURES
+from .kernel_specs import KERNELS, ROW_INDEX, SIGNATURES
 
 C_TYPES = {"float16": "float16", "float32": "float", "float64": "double", "int8": "signed char",
            "int16": "short", "int32": "int", "int64": "long long", "uint8": "unsigned char",
@@ -110,18 +113,37 @@ def _element_refs(params, dtypes, letters, strided):
     return " ".join(refs)
 
 
+def _flat_loop(spec, params, dtypes, letters, parallel_min):
+    """The loop over C-contiguous arrays: over ``i``, or for a ``ROW_INDEX`` kernel over rows and
+    units (``i`` recomputed, no division per element); its inner loop is ``omp simd``, since
+    elements are independent, as the device's threads are."""
+    refs = _element_refs(params, dtypes, letters, False)
+    operation = spec["operation"]
+    if not operation.startswith(ROW_INDEX):
+        return f"""if (_n >= {parallel_min}) {{
+#pragma omp parallel for schedule(static)
+      for (long long i = 0; i < _n; ++i) {{ {refs} {operation}; }}
+    }} else {{
+      for (long long i = 0; i < _n; ++i) {{ {refs} {operation}; }}
+    }}"""
+    body = operation[len(ROW_INDEX):]
+    return f"""const long long _units = hidden > 0 ? hidden : 1;
+#pragma omp parallel for schedule(static) if(_n >= {parallel_min})
+    for (long long row = 0; row < _n / _units; ++row) {{
+#pragma omp simd
+      for (long long unit = 0; unit < _units; ++unit) {{
+        const long long i = row * _units + unit;
+        {refs} {body};
+      }}
+    }}"""
+
+
 def _elementwise_loop(spec, params, dtypes, letters, parallel_min):
-    flat = f"{_element_refs(params, dtypes, letters, False)} {spec['operation']};"
     strided = f"{_element_refs(params, dtypes, letters, True)} {spec['operation']};"
     return f"""static void run({_arguments(params, dtypes, letters)}) {{
   const long long _n = _rows * _cols;
   if (_strides == nullptr) {{
-    if (_n >= {parallel_min}) {{
-#pragma omp parallel for schedule(static)
-      for (long long i = 0; i < _n; ++i) {{ {flat} }}
-    }} else {{
-      for (long long i = 0; i < _n; ++i) {{ {flat} }}
-    }}
+    {_flat_loop(spec, params, dtypes, letters, parallel_min)}
   }} else {{
 #pragma omp parallel for schedule(static) if(_n >= {parallel_min})
     for (long long _r = 0; _r < _rows; ++_r) {{
