@@ -1,6 +1,7 @@
 // Layer normalisation over the rows of a C-contiguous [R, D] array (the normalized dimensions
 // flattened into D), forward and backward, generic over T in {float16, float32, float64};
-// arithmetic and the saved statistics in A = acc_t<T> (float for float16). One thread per row.
+// arithmetic and the saved statistics in A = acc_t<T> (float for float16). Forward: one thread
+// per row.
 //
 // Forward (PyTorch's F.layer_norm): mean = sum_s x_s / D, var = sum_s (x_s - mean)^2 / D (biased,
 // two passes over the row: no cancellation between sum x^2 and mean^2), rstd = 1 / sqrt(var + eps),
@@ -8,9 +9,10 @@
 // rstd are written per row for backward.
 //
 // Backward for row r, with xhat_s = (x_s - mean) rstd and g_s = gy_s w_s (gy_s without weight):
-//   gx_s = rstd (g_s - sum_t g_t / D - xhat_s sum_t g_t xhat_t / D)
-// and, when param_grads, gy_s xhat_s into the [R, D] array gy_xhat: the weight gradient is its
-// column sum, taken by the caller (a deterministic reduction over rows, no atomics).
+//   gx_s = rstd (g_s - sum_t g_t / D - xhat_s sum_t g_t xhat_t / D).
+// One thread per block of rows_per_block rows (the host runs 64, the GPU 1: one thread per row);
+// with param_grads it also writes the block's column sums of gy xhat and gy (partial weight and
+// bias gradients), which the caller adds over the blocks: a fixed order, no atomics.
 //
 // Sums over a row run in LAYER_NORM_LANES interleaved partial sums (added in a fixed order): the
 // host compiler turns them into vector adds without being allowed to reassociate (no fast-math),
@@ -33,7 +35,7 @@ template <typename A> __device__ inline A layer_norm_lane_sum(A* part) {
 
 // sum_s x_s and then sum_s (x_s - mean)^2 over the row at start; returns mean, sets var.
 template <typename A, typename X>
-__device__ inline A layer_norm_moments(const X& x, long long start, long long D, A& var) {
+__device__ inline A layer_norm_moments(const X x, long long start, long long D, A& var) {
   A part[LAYER_NORM_LANES];
   for (int k = 0; k < LAYER_NORM_LANES; ++k) part[k] = A(0);
   long long s = 0;
@@ -58,10 +60,10 @@ __device__ inline A layer_norm_moments(const X& x, long long start, long long D,
 }
 
 template <typename T, typename X, typename P, typename Y, typename S>
-__device__ inline void layer_norm_forward(const X& x, const P& weight, const P& bias,
+__device__ inline void layer_norm_forward(const X x, const P weight, const P bias,
                                           bool has_weight, bool has_bias, long long r,
-                                          long long D, double eps, Y& y, S& mean_out,
-                                          S& rstd_out) {
+                                          long long D, double eps, Y y, S mean_out,
+                                          S rstd_out) {
   typedef acc_t<T> A;
   const long long start = r * D;
   A var;
@@ -79,7 +81,7 @@ __device__ inline void layer_norm_forward(const X& x, const P& weight, const P& 
 
 // Adds row element s's terms of the backward's two sums: g_s and g_s xhat_s.
 template <typename A, typename X, typename GY, typename P>
-__device__ inline void layer_norm_grad_terms(const X& x, const GY& gy, const P& weight,
+__device__ inline void layer_norm_grad_terms(const X x, const GY gy, const P weight,
                                              bool has_weight, long long start, long long s,
                                              A mean, A rstd, A& sum_g, A& sum_gxhat) {
   const A g = has_weight ? A(gy[start + s]) * A(weight[s]) : A(gy[start + s]);
@@ -87,11 +89,13 @@ __device__ inline void layer_norm_grad_terms(const X& x, const GY& gy, const P& 
   sum_gxhat += g * ((A(x[start + s]) - mean) * rstd);
 }
 
+// Backward of row r: writes gx's row; with param_grads adds the row's gy xhat and gy into the
+// partial column sums gw_part[0..D) and gb_part[0..D) (offsets into the caller's arrays).
 template <typename T, typename X, typename GY, typename P, typename S, typename G, typename Q>
-__device__ inline void layer_norm_backward(const X& x, const GY& gy, const P& weight,
-                                           const S& mean_in, const S& rstd_in, bool has_weight,
-                                           bool param_grads, long long r, long long D, G& gx,
-                                           Q& gy_xhat) {
+__device__ inline void layer_norm_backward_row(const X x, const GY gy, const P weight,
+                                               const S mean_in, const S rstd_in, bool has_weight,
+                                               bool param_grads, long long r, long long D, G gx,
+                                               Q gw_part, Q gb_part, long long part) {
   typedef acc_t<T> A;
   const long long start = r * D;
   const A mean = A(mean_in[r]);
@@ -115,7 +119,31 @@ __device__ inline void layer_norm_backward(const X& x, const GY& gy, const P& we
     const A xhat = (A(x[start + s]) - mean) * rstd;
     const A g = has_weight ? A(gy[start + s]) * A(weight[s]) : A(gy[start + s]);
     gx[start + s] = T(rstd * (g - mean_g - xhat * mean_gxhat));
-    if (param_grads) gy_xhat[start + s] = A(gy[start + s]) * xhat;
+  }
+  if (!param_grads) return;
+  for (s = 0; s < D; ++s) {
+    gw_part[part + s] += A(gy[start + s]) * ((A(x[start + s]) - mean) * rstd);
+    gb_part[part + s] += A(gy[start + s]);
+  }
+}
+
+// Backward of block b: rows [b K, min(b K + K, R)) with K = rows_per_block, their partial column
+// sums in row b of the [blocks, D] arrays gw_part and gb_part (the caller sums those rows).
+template <typename T, typename X, typename GY, typename P, typename S, typename G, typename Q>
+__device__ inline void layer_norm_backward(const X x, const GY gy, const P weight,
+                                           const S mean_in, const S rstd_in, bool has_weight,
+                                           bool param_grads, long long b, long long R,
+                                           long long D, long long rows_per_block, G gx,
+                                           Q gw_part, Q gb_part) {
+  typedef acc_t<T> A;
+  const long long part = b * D;
+  if (param_grads) {
+    for (long long s = 0; s < D; ++s) gw_part[part + s] = gb_part[part + s] = A(0);
+  }
+  const long long end = (b + 1) * rows_per_block < R ? (b + 1) * rows_per_block : R;
+  for (long long r = b * rows_per_block; r < end; ++r) {
+    layer_norm_backward_row<T>(x, gy, weight, mean_in, rstd_in, has_weight, param_grads, r, D, gx,
+                               gw_part, gb_part, part);
   }
 }
 

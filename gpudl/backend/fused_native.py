@@ -145,8 +145,9 @@ def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
     return launch_backward(kernel("masked_softmax_backward"), probs, grad, scale, causal)
 
 
-# layer normalisation: one launch over the rows forward, one backward (kernels/layer_norm.cuh)
-layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np)
+# layer normalisation: one launch over the rows forward, one backward (kernels/layer_norm.cuh); a
+# backward thread takes 64 rows, so the parameter gradients' partial sums are 1/64 of the input
+layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np, rows_per_block=64)
 
 
 def __getattr__(name):

@@ -206,8 +206,8 @@ def _attention_specs():
 
 
 def _layer_norm_specs():
-    # One thread per row of a C-contiguous [R, D] array, all arrays raw and flat, launched with
-    # size=R (kernels/layer_norm.cuh); mean and rstd are A (float32 for float16) per row.
+    # Rows of a C-contiguous [R, D] array, all arrays raw and flat (kernels/layer_norm.cuh): the
+    # forward launched with size=R; mean and rstd are A (float32 for float16) per row.
     header = "layer_norm.cuh"
     return {
         "layer_norm_forward": _elementwise(
@@ -217,13 +217,14 @@ def _layer_norm_specs():
             "raw T y, raw A mean, raw A rstd",
             "gpudl::layer_norm_forward<T>(x, weight, bias, has_weight, has_bias, i, n_cols, eps, "
             "y, mean, rstd)", header),
+        # launched with size=blocks of rows_per_block rows; gweight_part, gbias_part: [blocks, D]
         "layer_norm_backward": _elementwise(
             "gpudl_layer_norm_backward",
             "raw T x, raw T gy, raw T weight, raw A mean, raw A rstd, bool has_weight, "
-            "bool param_grads, int64 n_cols",
-            "raw T gx, raw A gy_xhat",
+            "bool param_grads, int64 n_rows, int64 n_cols, int64 rows_per_block",
+            "raw T gx, raw A gweight_part, raw A gbias_part",
             "gpudl::layer_norm_backward<T>(x, gy, weight, mean, rstd, has_weight, param_grads, i, "
-            "n_cols, gx, gy_xhat)", header),
+            "n_rows, n_cols, rows_per_block, gx, gweight_part, gbias_part)", header),
     }
 
 
@@ -359,9 +360,11 @@ def _layer_norm_signatures():
             forward.append(Signature((dt, dt, dt, b, b, i64, f64, dt, acc, acc), idx32=idx32,
                                      raw_ndim=tuple((p, 1) for p in ("x", "weight", "bias", "y",
                                                                      "mean", "rstd"))))
-            backward.append(Signature((dt, dt, dt, acc, acc, b, b, i64, dt, acc), idx32=idx32,
-                                      raw_ndim=tuple((p, 1) for p in ("x", "gy", "weight", "mean",
-                                                                      "rstd", "gx", "gy_xhat"))))
+            backward.append(Signature((dt, dt, dt, acc, acc, b, b, i64, i64, i64, dt, acc, acc),
+                                      idx32=idx32,
+                                      raw_ndim=tuple((p, 1) for p in (
+                                          "x", "gy", "weight", "mean", "rstd", "gx", "gweight_part",
+                                          "gbias_part"))))
     return {"layer_norm_forward": forward, "layer_norm_backward": backward}
 
 

@@ -3,8 +3,8 @@ NumPy twin, and the argument checks and launch sequence that the CuPy and native
 
 Forward returns ``(y, mean, rstd)``, the statistics per row in the accumulate dtype (float32 for
 float16, else the input's); backward returns ``(gx, gweight, gbias)``, the parameter gradients
-(None unless asked for) as column sums over the rows, in the accumulate dtype and then cast to
-the input's. Arithmetic follows the kernel: biased variance around the row mean (two passes),
+(None unless asked for) as column sums over the rows, accumulated in the accumulate dtype and then
+cast to the input's. Arithmetic follows the kernel: biased variance around the row mean (two passes),
 ``rstd = 1 / sqrt(var + eps)``, ``y = (x - mean) * rstd * weight + bias``.
 """
 import numpy as np
@@ -46,26 +46,27 @@ def launch_forward(kernel, xp, x, weight, bias, eps):
     return y, mean, rstd
 
 
-def launch_backward(kernel, xp, x, gy, weight, mean, rstd, weight_grad=True, bias_grad=True):
-    """Run the backward kernel over the rows of ``gy``; return ``(gx, gweight, gbias)``, the
-    parameter gradients column sums of ``gy * xhat`` and ``gy`` (None where not asked for)."""
+def launch_backward(kernel, xp, x, gy, weight, mean, rstd, weight_grad=True, bias_grad=True, rows_per_block=1):
+    """Run the backward kernel over blocks of ``rows_per_block`` rows of ``gy``; return ``(gx,
+    gweight, gbias)``, the parameter gradients the sums of the blocks' partial column sums (None
+    where not asked for)."""
     check_arguments(x, weight, gy=gy)
     rows, cols = x.shape
     acc = _acc_dtype(x)
     gx = xp.empty_like(x)
-    gy_xhat = xp.empty(x.shape if weight_grad else 1, dtype=acc)
+    param_grads = bool(weight_grad or bias_grad)
+    blocks = -(-rows // rows_per_block)
+    parts = [xp.empty((blocks, cols) if param_grads else 1, dtype=acc) for _ in range(2)]
     if x.size:
         flat = x.reshape(-1)
         kernel(flat, gy.reshape(-1), flat if weight is None else weight, mean, rstd, weight is not None,
-               bool(weight_grad), cols, gx.reshape(-1), gy_xhat.reshape(-1), size=rows)
-    return gx, *_param_grads(gy, gy_xhat, weight_grad, bias_grad)
+               param_grads, rows, cols, rows_per_block, gx.reshape(-1), *(p.reshape(-1) for p in parts), size=blocks)
+    return gx, _column_sums(parts[0], x.dtype, weight_grad), _column_sums(parts[1], x.dtype, bias_grad)
 
 
-def _param_grads(gy, gy_xhat, weight_grad, bias_grad):
-    """Column sums over the rows, accumulated in ``gy_xhat``'s dtype, cast to ``gy``'s."""
-    gweight = gy_xhat.sum(axis=0).astype(gy.dtype, copy=False) if weight_grad else None
-    gbias = gy.sum(axis=0, dtype=gy_xhat.dtype).astype(gy.dtype, copy=False) if bias_grad else None
-    return gweight, gbias
+def _column_sums(rows, dtype, wanted):
+    """The sum over the rows of ``rows`` (accumulated in its dtype) as ``dtype``; None unless ``wanted``."""
+    return rows.sum(axis=0).astype(dtype, copy=False) if wanted else None
 
 
 def layer_norm_forward(x, weight=None, bias=None, eps=1e-5):
@@ -103,18 +104,21 @@ def layer_norm_backward(x, gy, weight, mean, rstd, weight_grad=True, bias_grad=T
     gx = g - mean_g
     gx -= xhat * mean_gxhat
     gx *= rstd[:, None]
-    gy_xhat = xhat * gy if weight_grad else None
-    return gx.astype(x.dtype, copy=False), *_param_grads(gy, gy_xhat, weight_grad, bias_grad)
+    return (gx.astype(x.dtype, copy=False), _column_sums(xhat * gy, x.dtype, weight_grad),
+            _column_sums(gy.astype(acc, copy=False), x.dtype, bias_grad))
 
 
-def bind(kernel, xp):
+def bind(kernel, xp, rows_per_block):
     """``(layer_norm_forward, layer_norm_backward)`` with the twins' signatures, run by the kernels
-    of one runner: ``kernel(name)`` gives the CuPy or native kernel, ``xp`` is its array module."""
+    of one runner: ``kernel(name)`` gives the CuPy or native kernel, ``xp`` is its array module,
+    ``rows_per_block`` the rows one backward thread takes (1 on the GPU: a thread per row; more on
+    the host, whose threads then add fewer partial column sums)."""
     def forward(x, weight=None, bias=None, eps=1e-5):
         return launch_forward(kernel("layer_norm_forward"), xp, x, weight, bias, eps)
 
     def backward(x, gy, weight, mean, rstd, weight_grad=True, bias_grad=True):
-        return launch_backward(kernel("layer_norm_backward"), xp, x, gy, weight, mean, rstd, weight_grad, bias_grad)
+        return launch_backward(kernel("layer_norm_backward"), xp, x, gy, weight, mean, rstd, weight_grad, bias_grad,
+                               rows_per_block)
 
     forward.__doc__, backward.__doc__ = layer_norm_forward.__doc__, layer_norm_backward.__doc__
     return forward, backward
