@@ -73,6 +73,18 @@ class _Recurrence(Function):
         xa[:, :, features] = 1
         return xa, xp.concatenate([w_ih, bias[:, None]], axis=1)
 
+    def _recurrent_weight(self, w_hh):
+        """The right operand of the per-step product ``h_prev @ W_hh.T`` and the pooled buffers
+        it took (given back after the loop). On the host a C-contiguous copy of ``W_hh.T``, made
+        once per sequence: OpenBLAS multiplies by it faster than by the transposed view (H 128,
+        one thread: 50 against 73 us per step at batch 32, 171 against 195 at 128, equal at 512).
+        On the GPU the view, which costs no launch."""
+        if self.backend.name != "numpy":
+            return w_hh.T, ()
+        w_rec = self._buffer(w_hh.shape[::-1], w_hh.dtype)
+        w_rec[...] = w_hh.T
+        return w_rec, (w_rec,)
+
     def forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         xp = self.xp
         self.device = self.backend.device_of(x)
@@ -86,12 +98,14 @@ class _Recurrence(Function):
         hs[steps if self.reverse else 0] = 0 if h0 is None else h0
         cell = self._forward_buffers(xw, c0, b_hh, hidden)
         hw = self._buffer((batch, self.gates * hidden), x.dtype)
+        w_rec, rec_buffers = self._recurrent_weight(w_hh)
         fused = self.backend.fused
         for t, prev, cur in self._order(steps):
-            gemm(xp, hs[prev], w_hh.T, out=hw)
+            gemm(xp, hs[prev], w_rec, out=hw)
             self._cell_forward(fused, cell, xw, hw, hs, t, prev, cur)
         internal = self._internal(xw, cell)
-        POOL.give(self.device, *([hw] if any(a is xw for a in internal) else [hw, xw]))
+        pooled = [hw] if any(a is xw for a in internal) else [hw, xw]
+        POOL.give(self.device, *pooled, *rec_buffers)
         y = hs[:steps] if self.reverse else hs[1:]
         if self.lengths is not None:
             valid = self.lengths[None, :] > xp.arange(steps)[:, None]
