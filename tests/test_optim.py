@@ -168,13 +168,16 @@ def test_float32_parameters_stay_float32_and_follow_the_reference(case, device):
 def test_adam_defaults_are_pytorch_defaults():
     p = make_param("cpu")
     adam, adamw = optim.Adam([p]), optim.AdamW([p.detach().requires_grad_()])
-    expected = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False)
+    expected = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+                    foreach=None)
     assert adam.defaults == expected
     assert adamw.defaults == {**expected, "weight_decay": 1e-2}
     assert optim.Adagrad([make_param("cpu")]).defaults == dict(
-        lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False)
+        lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False,
+        foreach=None)
     assert optim.RMSprop([make_param("cpu")]).defaults == dict(
-        lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False)
+        lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
+        foreach=None)
 
 
 def test_param_groups_use_their_own_hyperparameters(device):

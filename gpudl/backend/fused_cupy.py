@@ -159,6 +159,7 @@ softmax_cross_entropy_forward = _launch.softmax_cross_entropy_forward
 softmax_cross_entropy_backward = _launch.softmax_cross_entropy_backward
 dropout_forward, dropout_backward = _launch.dropout_forward, _launch.dropout_backward
 sgd_update, adam_update = _launch.sgd_update, _launch.adam_update
+sgd_foreach, adam_foreach = _host.per_tensor(sgd_update), _host.per_tensor(adam_update)  # one launch per tensor
 rnn_cell_forward, rnn_cell_backward = _launch.rnn_cell_forward, _launch.rnn_cell_backward
 lstm_cell_forward, lstm_cell_backward = _launch.lstm_cell_forward, _launch.lstm_cell_backward
 gru_cell_forward, gru_cell_backward = _launch.gru_cell_forward, _launch.gru_cell_backward

@@ -19,6 +19,7 @@ from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
 from gpudl.backend import layer_norm_kernels
+from gpudl.backend import native_foreach
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import kernel
 
@@ -28,7 +29,7 @@ __all__ = ["ACTIVATION_BACKWARD_USES", "activation_backward", "activation_forwar
            "lstm_cell_backward", "lstm_cell_forward",
            "masked_softmax_backward", "masked_softmax_forward",
            "raise_pending_device_errors", "resolve_activation_params", "rnn_cell_backward",
-           "rnn_cell_forward", "sgd_update", "softmax_cross_entropy_backward",
+           "rnn_cell_forward", "sgd_foreach", "sgd_update", "adam_foreach", "softmax_cross_entropy_backward",
            "softmax_cross_entropy_forward"]
 
 resolve_activation_params = _twin.resolve_activation_params
@@ -124,6 +125,7 @@ softmax_cross_entropy_forward = _routed("softmax_cross_entropy_forward")
 softmax_cross_entropy_backward = _routed("softmax_cross_entropy_backward")
 dropout_forward, dropout_backward = _launch.dropout_forward, _launch.dropout_backward
 sgd_update, adam_update = _launch.sgd_update, _launch.adam_update
+sgd_foreach, adam_foreach = native_foreach.sgd_foreach, native_foreach.adam_foreach
 rnn_cell_forward, rnn_cell_backward = _routed("rnn_cell_forward"), _routed("rnn_cell_backward")
 lstm_cell_forward, lstm_cell_backward = _routed("lstm_cell_forward"), _launch.lstm_cell_backward
 gru_cell_forward, gru_cell_backward = _routed("gru_cell_forward"), _launch.gru_cell_backward

@@ -544,6 +544,21 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, 
     POOL.give(CPU, *taken)
 
 
+def per_tensor(update):
+    """The multi-tensor form of optimizer update ``update``: its array arguments as lists (one
+    array per tensor; None for an unused one), applied tensor by tensor. The twin and the GPU's
+    ``sgd_foreach``/``adam_foreach``; the host's native ones do one pass (``native_foreach``)."""
+    def run(*columns, **hyperparameters):
+        n = len(columns[0])
+        for arrays in zip(*(column if column is not None else (None,) * n for column in columns)):
+            update(*arrays, **hyperparameters)
+    run.__doc__ = f"``{update.__name__}`` over lists of arrays, one call per tensor."
+    return run
+
+
+sgd_foreach, adam_foreach = per_tensor(sgd_update), per_tensor(adam_update)
+
+
 # ---------------------------------------------------------------------------------------------
 # recurrent cells: one time step (see kernels/rnn.cuh for the equations and conventions)
 #

@@ -4,13 +4,15 @@ from .optimizer import Optimizer
 
 class Adagrad(Optimizer):
     """torch.optim.Adagrad: ``g = ±grad + wd p``; ``clr = lr / (1 + (t-1) lr_decay)``;
-    ``sum += g²``; ``p -= clr g / (√sum + eps)``, with ``sum`` starting at ``initial_accumulator_value``."""
+    ``sum += g²``; ``p -= clr g / (√sum + eps)``, with ``sum`` starting at ``initial_accumulator_value``.
+
+    ``foreach`` is accepted as PyTorch's; the update runs tensor by tensor either way."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
-                 *, maximize=False):
+                 foreach=None, *, maximize=False):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      maximize=maximize))
+                                      maximize=maximize, foreach=foreach))
 
     def _check_hyperparameters(self, group):
         for key in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):

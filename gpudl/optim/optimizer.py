@@ -1,7 +1,9 @@
 """``Optimizer``: parameter groups, per-parameter state, ``zero_grad``, ``step`` and state dicts.
 
 Subclasses implement ``_update(param, group, state, index)``, which changes ``param.data`` in
-place from ``param.grad.data``. State lives in ``self.state``, keyed by the parameter's position
+place from ``param.grad.data``, and may implement ``_update_foreach(group, batch)``, one update of
+all of a group's parameters on one device (a multi-tensor kernel); the group's ``foreach``
+(PyTorch's constructor argument: None or True uses it, False updates tensor by tensor) chooses. State lives in ``self.state``, keyed by the parameter's position
 (its index counted over all groups in order, PyTorch's integer ids), so ``state_dict()`` maps
 onto another optimizer built the same way, in another process or on another device.
 """
@@ -60,12 +62,12 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}: a tensor of shape {param.shape} appears more than once "
                                  "in the parameters (within a group or in two groups)")
             seen.add(id(param))
-        unknown = set(param_group) - set(self.defaults) - {"params", "initial_lr"}
+        unknown = set(param_group) - set(self.defaults) - {"params", "initial_lr", "foreach"}
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown hyperparameter(s) {sorted(unknown)} in a parameter "
                              f"group; valid ones are {sorted(self.defaults)}")
         group = {**self.defaults, **param_group, "params": params}
-        self._check_hyperparameters(group)
+        self._check_group(group)
         self.param_groups.append(group)
 
     def _ordered(self, params):
@@ -84,6 +86,12 @@ class Optimizer:
         if param.dtype.kind != "f":
             raise TypeError(f"{name}: parameter {k} has dtype {param.dtype}; only floating-point tensors "
                             "can be optimized")
+
+    def _check_group(self, group: dict) -> None:
+        group.setdefault("foreach", None)
+        self._require(group["foreach"] in (None, True, False),
+                      f"foreach must be None, True or False, got {group['foreach']!r}")
+        self._check_hyperparameters(group)
 
     def _check_hyperparameters(self, group: dict) -> None:
         """Raise ValueError for out-of-range hyperparameters (subclasses list theirs)."""
@@ -112,24 +120,58 @@ class Optimizer:
                 loss = closure()
         index = 0
         for group in self.param_groups:
+            batch = []
             for param in group["params"]:
                 if param.grad is not None:
                     state = self.state.get(index)
                     if state is None:
                         state = self.state[index] = {}
-                    backend = param.backend
-                    try:
-                        with backend.context(param.device) if backend.needs_device_context else _NO_CONTEXT:
-                            self._update(param, group, state, index)
-                    finally:
-                        POOL.give(param.device, *self._taken)
-                        self._taken.clear()
-                    param._version[0] += 1  # saved-for-backward checks see the in-place change
+                    batch.append((param, state, index))
                 index += 1
+            if group["foreach"] is False:
+                for entry in batch:
+                    self._run(self._update_one, group, [entry])
+            else:
+                for device_batch in self._by_device(batch):
+                    self._run(self._update_foreach, group, device_batch)
         return loss
+
+    def _run(self, update, group, batch):
+        """``update(group, batch)`` on the batch's device; temporaries go back to the pool, and the
+        parameters' versions are bumped so that saved-for-backward checks see the in-place change."""
+        param = batch[0][0]
+        backend = param.backend
+        try:
+            with backend.context(param.device) if backend.needs_device_context else _NO_CONTEXT:
+                update(group, batch)
+        finally:
+            POOL.give(param.device, *self._taken)
+            self._taken.clear()
+        for param, _, _ in batch:
+            param._version[0] += 1
+
+    @staticmethod
+    def _by_device(batch):
+        """``batch`` split by the parameters' device (one multi-tensor update per device)."""
+        if all(param.device == batch[0][0].device for param, _, _ in batch):
+            return [batch] if batch else []
+        split = {}
+        for entry in batch:
+            split.setdefault(entry[0].device, []).append(entry)
+        return list(split.values())
+
+    def _update_one(self, group, batch):
+        (param, state, index), = batch
+        self._update(param, group, state, index)
 
     def _update(self, param, group: dict, state: dict, index: int) -> None:
         raise NotImplementedError
+
+    def _update_foreach(self, group: dict, batch: list) -> None:
+        """Update every ``(param, state, index)`` of ``batch`` (parameters with a gradient, on one
+        device). Optimizers with a multi-tensor kernel override this; here: one after another."""
+        for entry in batch:
+            self._update_one(group, [entry])
 
     # ----------------------------------------------------------------- helpers for _update
     def _buffer(self, like):
@@ -206,7 +248,7 @@ class Optimizer:
             state[index] = {key: self._restore_state_value(value, param, index, key) for key, value in entry.items()}
         for saved, group in zip(saved_groups, self.param_groups):
             group.update({key: value for key, value in saved.items() if key != "params"})
-            self._check_hyperparameters(group)
+            self._check_group(group)
         self.state = state
 
     def _restore_state_value(self, value, param, index, key):

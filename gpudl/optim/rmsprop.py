@@ -5,12 +5,14 @@ from .optimizer import Optimizer
 class RMSprop(Optimizer):
     """torch.optim.RMSprop: ``g = ±grad + wd p``; ``v = α v + (1-α) g²``; centered:
     ``g_avg = α g_avg + (1-α) g`` and ``d = √(v - g_avg²) + eps``, else ``d = √v + eps``;
-    with momentum ``b = μ b + g / d`` (b starts at zero) and ``p -= lr b``, else ``p -= lr g / d``."""
+    with momentum ``b = μ b + g / d`` (b starts at zero) and ``p -= lr b``, else ``p -= lr g / d``.
+
+    ``foreach`` is accepted as PyTorch's; the update runs tensor by tensor either way."""
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
-                 maximize=False):
+                 foreach=None, maximize=False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize))
+                                      centered=centered, maximize=maximize, foreach=foreach))
 
     def _check_hyperparameters(self, group):
         for key in ("lr", "alpha", "eps", "weight_decay", "momentum"):
