@@ -208,6 +208,11 @@ def test_adam_bit_identical(dtype, amsgrad, decoupled, wd):
 
 # --- recurrent cells -------------------------------------------------------------------------------
 
+# The host runs the cells as rows x units, units vectorised: serial and parallel (PARALLEL_MIN),
+# hidden sizes with and without a remainder after the last full vector.
+CELL_SIZES = [(3, 37), (64, 131), (64, 160)]
+
+
 def cell_arrays(gates, dtype, batch=64, hidden=160, seed=0):
     """Random cell inputs (some gates saturating) and lengths that end some rows before t=2."""
     rng = np.random.default_rng(seed)
@@ -242,10 +247,10 @@ def assert_all_close(native, twin, dtype, what):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("batch", [3, 64])
-def test_rnn_cells_match_twin(dtype, masked, batch):
+@pytest.mark.parametrize("batch, hidden", CELL_SIZES)
+def test_rnn_cells_match_twin(dtype, masked, batch, hidden):
     for relu in (False, True):
-        c = cell_arrays(1, dtype, batch)
+        c = cell_arrays(1, dtype, batch, hidden)
         kw = dict(lengths=c["lengths"] if masked else None, t=2, relu=relu)
         native, twin = both(lambda m, h: m.rnn_cell_forward(c["xw"], c["hw"], c["h_prev"], h, **kw),
                             lambda: [np.empty_like(c["h_prev"])])
@@ -259,9 +264,9 @@ def test_rnn_cells_match_twin(dtype, masked, batch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("batch", [3, 64])
-def test_lstm_cell_matches_twin(dtype, masked, batch):
-    c = cell_arrays(4, dtype, batch)
+@pytest.mark.parametrize("batch, hidden", CELL_SIZES)
+def test_lstm_cell_matches_twin(dtype, masked, batch, hidden):
+    c = cell_arrays(4, dtype, batch, hidden)
     kw = dict(lengths=c["lengths"] if masked else None, t=2)
     native, twin = both(
         lambda m, gates, c_, h, tc: m.lstm_cell_forward(gates, c["hw"], c["c_prev"], c["h_prev"],
@@ -278,10 +283,9 @@ def test_lstm_cell_matches_twin(dtype, masked, batch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("batch", [3, 64])
-def test_gru_cell_matches_twin(dtype, masked, batch):
-    c = cell_arrays(3, dtype, batch)
-    hidden = c["h_prev"].shape[1]
+@pytest.mark.parametrize("batch, hidden", CELL_SIZES)
+def test_gru_cell_matches_twin(dtype, masked, batch, hidden):
+    c = cell_arrays(3, dtype, batch, hidden)
     kw = dict(lengths=c["lengths"] if masked else None, t=2)
     native, twin = both(
         lambda m, act, h: m.gru_cell_forward(c["xw"], c["hw"], c["bias"], c["h_prev"], act, h, **kw),
