@@ -127,7 +127,7 @@ def _flat_loop(spec, params, dtypes, letters, parallel_min):
       for (long long i = 0; i < _n; ++i) {{ {refs} {operation}; }}
     }}"""
     body = operation[len(ROW_INDEX):]
-    return f"""const long long _units = hidden > 0 ? hidden : 1;
+    loop = f"""{{
 #pragma omp parallel for schedule(static) if(_n >= {parallel_min})
     for (long long row = 0; row < _n / _units; ++row) {{
 #pragma omp simd
@@ -135,7 +135,15 @@ def _flat_loop(spec, params, dtypes, letters, parallel_min):
         const long long i = row * _units + unit;
         {refs} {body};
       }}
+    }}
     }}"""
+    # One loop per value of each bool scalar, in which it is a constant: the outlined OpenMP loop
+    # would otherwise test it per element and vectorise both sides (an RNN's relu and tanh) or none.
+    for p, d in zip(params, dtypes):
+        if isinstance(d, tuple) and d[1] == "bool":
+            loop = (f"if ({p.name}) {{ const bool {p.name} = true; {loop} }} "
+                    f"else {{ const bool {p.name} = false; {loop} }}")
+    return f"const long long _units = hidden > 0 ? hidden : 1;\n    {loop}"
 
 
 def _elementwise_loop(spec, params, dtypes, letters, parallel_min):
