@@ -11,6 +11,7 @@ import pytest
 
 import gpudl as gd
 from gpudl.backend import fused_numpy, host_compiler, layer_norm_kernels as twin
+from gpudl import nn
 from gpudl.nn import functional as F
 
 from tests.conftest import to_numpy
@@ -202,3 +203,33 @@ def test_layer_norm_on_the_device(device):
 def test_twin_is_the_numpy_fallback():
     assert fused_numpy.layer_norm_forward is twin.layer_norm_forward
     assert fused_numpy.layer_norm_backward is twin.layer_norm_backward
+
+
+@pytest.mark.parametrize("normalized_shape, affine", [((64,), "weight and bias"), ((4, 6), "weight only"),
+                                                      ((5,), "none")])
+def test_matches_pytorch(torch, device, normalized_shape, affine):
+    """nn.LayerNorm against torch.nn.LayerNorm (elementwise_affine, bias) in float32: the output and
+    the gradients of input, weight and bias."""
+    rng = np.random.default_rng(6)
+    shape = (3, 5) + normalized_shape
+    x_host = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    gy_host = rng.standard_normal(shape).astype(np.float32)
+    options = dict(elementwise_affine=affine != "none", bias=affine == "weight and bias")
+    ours, theirs = nn.LayerNorm(normalized_shape, eps=1e-4, device=device, **options), torch.nn.LayerNorm(
+        normalized_shape, eps=1e-4, **options)
+    for name in ("weight", "bias"):
+        if getattr(theirs, name) is not None:
+            values = rng.standard_normal(normalized_shape).astype(np.float32)
+            getattr(theirs, name).data = torch.from_numpy(values)
+            getattr(ours, name).data = gd.tensor(values, device=device).data
+    x, x_t = gd.tensor(x_host, device=device, requires_grad=True), torch.tensor(x_host, requires_grad=True)
+    y, y_t = ours(x), theirs(x_t)
+    (y * gd.tensor(gy_host, device=device)).sum().backward()
+    (y_t * torch.from_numpy(gy_host)).sum().backward()
+    np.testing.assert_allclose(to_numpy(y), y_t.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(x.grad), x_t.grad.numpy(), rtol=1e-4, atol=1e-4)
+    for name in ("weight", "bias"):
+        param, param_t = getattr(ours, name), getattr(theirs, name)
+        assert (param is None) == (param_t is None)
+        if param is not None:
+            np.testing.assert_allclose(to_numpy(param.grad), param_t.grad.numpy(), rtol=1e-4, atol=1e-4)
