@@ -16,6 +16,7 @@ import numpy
 import cupy
 
 from gpudl.backend import fused_numpy as _host
+from gpudl.backend import conv_kernels as _conv
 from gpudl.backend import layer_norm_kernels as _layer_norm
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES, KERNELS
@@ -170,3 +171,6 @@ from gpudl.backend.masked_softmax_cupy import masked_softmax_backward, masked_so
 
 # layer normalisation over rows (kernels/layer_norm.cuh): the launches shared with fused_native
 layer_norm_forward, layer_norm_backward = _layer_norm.bind(kernel, cupy, rows_per_block=1)
+
+# convolution's im2col and col2im (kernels/conv.cuh): one thread per element, the launches shared with fused_native
+im2col, col2im = _conv.bind(kernel, cupy, lambda batch, width, elements: 1)

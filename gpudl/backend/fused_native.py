@@ -18,14 +18,14 @@ import numpy as np
 from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
-from gpudl.backend import layer_norm_kernels
+from gpudl.backend import conv_kernels, layer_norm_kernels
 from gpudl.backend import native_foreach
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
-from gpudl.backend.native_kernels import kernel
+from gpudl.backend.native_kernels import PARALLEL_MIN, kernel
 
 __all__ = ["ACTIVATION_BACKWARD_USES", "activation_backward", "activation_forward", "adam_update",
-           "check_class_indices", "dropout_backward", "dropout_forward", "gru_cell_backward",
-           "gru_cell_forward", "invalid_index_message", "layer_norm_backward", "layer_norm_forward",
+           "check_class_indices", "col2im", "dropout_backward", "dropout_forward", "gru_cell_backward",
+           "gru_cell_forward", "im2col", "invalid_index_message", "layer_norm_backward", "layer_norm_forward",
            "lstm_cell_backward", "lstm_cell_forward",
            "masked_softmax_backward", "masked_softmax_forward",
            "raise_pending_device_errors", "resolve_activation_params", "rnn_cell_backward",
@@ -150,6 +150,9 @@ def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
 # layer normalisation: one launch over the rows forward, one backward (kernels/layer_norm.cuh); a
 # backward thread takes 64 rows, so the parameter gradients' partial sums are 1/64 of the input
 layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np, rows_per_block=64)
+
+# convolution's im2col and col2im: one launch each, a run along the batch per index (kernels/conv.cuh)
+im2col, col2im = conv_kernels.bind(kernel, np, functools.partial(conv_kernels.host_run, parallel_min=PARALLEL_MIN))
 
 
 def __getattr__(name):

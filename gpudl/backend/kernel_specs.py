@@ -228,8 +228,31 @@ def _layer_norm_specs():
     }
 
 
+# The scalar geometry both conv kernels take, in order (kernels/conv.cuh).
+CONV_GEOMETRY = ("run_length", "batch", "height", "width", "kernel_h", "kernel_w", "out_h", "out_w",
+                 "stride_h", "stride_w", "pad_top", "pad_left", "dilation_h", "dilation_w")
+
+
+def _conv_specs():
+    # All arrays raw and flat, launched with size = elements / run (kernels/conv.cuh): im2col
+    # writes the columns [C, KH, KW, OH, OW, N], col2im the input gradient [C, H, W, N].
+    header = "conv.cuh"
+    geometry = ", ".join(f"int64 {p}" for p in CONV_GEOMETRY)
+    return {
+        "im2col": _elementwise(
+            "gpudl_im2col", f"raw T x, {geometry}, int64 x_sn, int64 x_sc, int64 x_sh, int64 x_sw",
+            "raw T cols",
+            f"gpudl::im2col<T>(x, i, {', '.join(CONV_GEOMETRY)}, x_sn, x_sc, x_sh, x_sw, cols)",
+            header),
+        "col2im": _elementwise(
+            "gpudl_col2im", f"raw T gcols, {geometry}", "raw T gx",
+            f"gpudl::col2im<T>(gcols, i, {', '.join(CONV_GEOMETRY)}, gx)", header),
+    }
+
+
 KERNELS = {**_activation_specs(), **_softmax_cross_entropy_specs(), **_dropout_specs(),
-           **_optimizer_specs(), **_rnn_specs(), **_attention_specs(), **_layer_norm_specs()}
+           **_optimizer_specs(), **_rnn_specs(), **_attention_specs(), **_layer_norm_specs(),
+           **_conv_specs()}
 
 # Raw params of the recurrent kernels and their ndim: gate rows [B, G*H], bias [3H], lengths [B].
 RNN_RAW_NDIM = {"gates": 2, "hw": 2, "xw": 2, "act": 2, "dgates": 2, "dgx": 2, "dgh": 2,
@@ -263,9 +286,11 @@ def _activation_signatures(act, backward):
             # a strided view (the output CuPy allocates is contiguous)
             Signature(dtypes, ndim=2, contiguous=(False,) * n_arrays + (True,) * (n - n_arrays)),
         ]
-        if backward:  # after a convolution: gy is the strided interior of the padded input
+        if backward:  # gy a strided view, x or y contiguous: the strided interior of a padded
+            # input ([C, H, W] at batch 1 and [N, C, H, W] after merging), or conv's batch-last
+            # input gradient against an NCHW-ordered y (2-D after merging)
             sigs += [Signature(dtypes, ndim=ndim, contiguous=(True, False) + (True,) * (n - 2))
-                     for ndim in (3, 4)]  # [C, H, W] (batch 1) and [N, C, H, W] after merging
+                     for ndim in (2, 3, 4)]
     return sigs
 
 
@@ -309,6 +334,7 @@ def _signatures():
     sigs.update(_rnn_signatures())
     sigs.update(_attention_signatures())
     sigs.update(_layer_norm_signatures())
+    sigs.update(_conv_signatures())
     return sigs
 
 
@@ -366,6 +392,19 @@ def _layer_norm_signatures():
                                           "x", "gy", "weight", "mean", "rstd", "gx", "gweight_part",
                                           "gbias_part"))))
     return {"layer_norm_forward": forward, "layer_norm_backward": backward}
+
+
+def _conv_signatures():
+    """Per dtype T: flat raw arrays, 32- and 64-bit indexing (columns of 2**31 elements or more)."""
+    geometry = (_scalar("int64"),) * len(CONV_GEOMETRY)
+    im2col, col2im = [], []
+    for dt in FLOAT_DTYPES:
+        for idx32 in (True, False):
+            im2col.append(Signature((dt,) + geometry + (_scalar("int64"),) * 4 + (dt,), idx32=idx32,
+                                    raw_ndim=(("x", 1), ("cols", 1))))
+            col2im.append(Signature((dt,) + geometry + (dt,), idx32=idx32,
+                                    raw_ndim=(("gcols", 1), ("gx", 1))))
+    return {"im2col": im2col, "col2im": col2im}
 
 
 SIGNATURES = _signatures()

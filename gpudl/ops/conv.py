@@ -6,20 +6,22 @@ transposed view with PyTorch's logical shape [N, C, H, W]. With im2col columns l
 where they belong: the forward ``W @ cols`` *is* the output, the weight gradient is
 ``g @ cols.T`` and the column gradient ``W.T @ g``, with no transpose copy before or after.
 Batch-last also makes every window tap a run of ``OW·N`` contiguous elements (``N`` for strided
-windows), so the im2col copy, the col2im adds and the pooling taps stream through memory instead
-of hopping along short rows. Elementwise ops keep a view's memory order (NumPy's ``order='K'``),
+windows), so im2col, col2im and the pooling taps stream through memory instead of hopping along
+short rows.
+
+im2col and col2im are the fused ops of ``backend.fused`` (kernels/conv.cuh, or their NumPy twins):
+im2col reads the unpadded input (the padding is a bounds test, no padded copy) and col2im gathers,
+for each input element, the column entries that read it (no zeroed buffer, one write each).
+Elementwise ops keep a view's memory order (NumPy's ``order='K'``),
 so the next layer, and the gradient coming back, usually arrive in this layout and are read
 without copying.
 """
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
 from ..backend.buffer_pool import POOL
+from ..backend.conv_kernels import TO_BATCH_LAST, TO_NCHW
 from ._util import accumulation_dtype
 from .linear import check_same_dtype, gemm
-
-
-TO_BATCH_LAST = (1, 2, 3, 0)  # logical [N, C, H, W] -> memory order [C, H, W, N]
-TO_NCHW = (3, 0, 1, 2)        # and back
 
 
 def pair(value, name, op):
@@ -67,7 +69,7 @@ def batch_last_padded(xp, device, x, pads, fill):
 class Conv2d(Function):
     """Cross-correlation of x [N, C, H, W] with weight [O, C/groups, kh, kw], plus bias [O]."""
 
-    private_grads = True  # fresh GEMM and sum results, and a view of the fresh col2im buffer
+    private_grads = True  # fresh GEMM and sum results, and a view of the fresh col2im result
 
     def __init__(self, stride, pads, dilation, groups, out_hw, keep_columns):
         self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
@@ -80,16 +82,8 @@ class Conv2d(Function):
         o, _, kh, kw = weight.shape
         oh, ow = self.out_hw
         self.device = self.backend.device_of(x)
-        padded = any(self.pads)
-        source = batch_last_padded(xp, self.device, x, self.pads, 0) if padded else x.transpose(TO_BATCH_LAST)
-        sc, sh, sw, sn = source.strides
-        windows = xp.lib.stride_tricks.as_strided(  # [C, kh, kw, OH, OW, N]: the columns, not yet copied
-            source, (c, kh, kw, oh, ow, n),
-            (sc, sh * self.dilation[0], sw * self.dilation[1], sh * self.stride[0], sw * self.stride[1], sn))
-        columns = POOL.take(xp, self.device, windows.shape, x.dtype)
-        xp.copyto(columns, windows)
-        if padded:
-            POOL.give(self.device, source)
+        columns = POOL.take(xp, self.device, (c, kh, kw, oh, ow, n), x.dtype)
+        self.backend.fused.im2col(x, columns, self.stride, self.pads, self.dilation)
         g = self.groups
         out = gemm(xp, weight.reshape(g, o // g, -1), columns.reshape(g, weight.size // o, oh * ow * n)).reshape(o, oh, ow, n)
         if bias is not None:
@@ -118,22 +112,10 @@ class Conv2d(Function):
             kh, kw = weight.shape[2:]
             gcolumns = POOL.take(xp, self.device, (c, kh, kw) + tuple(self.out_hw) + (n,), grad.dtype)
             gemm(xp, weight.reshape(g, o // g, -1).transpose(0, 2, 1), grad3, out=gcolumns.reshape(g, weight.size // o, length))
-            gx = self._col2im(gcolumns)
+            gx = self.backend.fused.col2im(gcolumns, self.x_shape, self.stride, self.pads,
+                                           self.dilation).transpose(TO_NCHW)
             POOL.give(self.device, gcolumns)
         return gx, gw, gb
-
-    def _col2im(self, gcolumns):
-        """Sum the column gradients back onto the input: one add per kernel tap into a shifted,
-        strided slice (each slice covers distinct elements, so no add goes through overlapping memory)."""
-        xp = self.xp
-        n, c, h, w = self.x_shape
-        top, bottom, left, right = self.pads
-        gpad = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=gcolumns.dtype).transpose(TO_NCHW)
-        for i in range(gcolumns.shape[1]):
-            for j in range(gcolumns.shape[2]):
-                target = gpad[window_tap(i, j, self.out_hw, self.stride, self.dilation)]
-                xp.add(target, gcolumns[:, i, j].transpose(TO_NCHW), out=target)
-        return gpad[:, :, top:top + h, left:left + w]
 
     def release(self):
         if self.columns is not None:
