@@ -230,7 +230,8 @@ def environment():
     from .backend import blas
     provider = blas.choice()  # measured (or read from its cache) now, before any timing
     gemm = {"provider": provider.name, "reason": provider.reason, "threads": provider.threads,
-            "GPUDL_BLAS": os.environ.get("GPUDL_BLAS")}
+            "pool": provider.pool, "GPUDL_BLAS": os.environ.get("GPUDL_BLAS"),
+            "GPUDL_BLAS_THREADS": os.environ.get("GPUDL_BLAS_THREADS")}
     return {
         "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
         "processor": _cpu_name(), "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0))

@@ -9,7 +9,7 @@ import pytest
 
 import gpudl
 from gpudl import nn, optim
-from gpudl.backend import blas
+from gpudl.backend import blas, openblas_pool
 from gpudl.ops.linear import gemm
 from tests.cli_helpers import one_error_line, run_cli
 
@@ -50,13 +50,15 @@ def fake_mkl(monkeypatch):
 
 def test_without_the_extra_numpy_is_chosen_and_matmul_is_numpys_own(monkeypatch):
     monkeypatch.setattr(blas, "mkl_library", lambda: None)
+    monkeypatch.setenv("GPUDL_BLAS_THREADS", "own")  # shared: test_thread_pools.py
     choice = blas.choice()
     assert choice.name == "numpy" and "pip install gpudl[mkl]" in choice.reason
-    assert blas.matmul is np.matmul  # no wrapper between gemm() and NumPy on the default path
+    assert blas.matmul is np.matmul  # no wrapper between gemm() and NumPy on its own threads
 
 
 def test_forced_numpy_never_loads_or_measures_mkl(monkeypatch, fake_mkl):
     monkeypatch.setenv("GPUDL_BLAS", "numpy")
+    monkeypatch.setenv("GPUDL_BLAS_THREADS", "own")
     monkeypatch.setattr(blas, "measure", lambda *a, **k: pytest.fail("measured although forced"))
     assert blas.choice().name == "numpy" and "forced" in blas.choice().reason
     assert fake_mkl.loaded == 0 and blas.matmul is np.matmul
@@ -96,7 +98,7 @@ def test_auto_picks_mkl_only_when_measured_clearly_faster(monkeypatch, fake_mkl,
     monkeypatch.setattr(blas, "measure", lambda mkl_matmul: rates)
     choice = blas.choice()
     assert choice.name == expected and f"MKL {rates[1] / rates[0]:.2f}x" in choice.reason
-    assert (blas.matmul is np.matmul) == (expected == "numpy")
+    assert isinstance(getattr(blas.matmul, "__self__", None), FakeMkl) == (expected == "mkl")
 
 
 def test_the_verdict_is_cached_next_to_the_cpu_kernels_and_reused(monkeypatch, fake_mkl, tmp_path):
@@ -136,8 +138,9 @@ def test_gemm_goes_through_the_chosen_provider(monkeypatch):
 def test_cblas_operands_are_described_without_copies_where_possible(shape, strides, expected):
     base = np.arange(24, dtype=np.float32).reshape(4, 6)
     x = {None: base, "T": base.T, "every other column": base[:, ::2]}[strides]
-    array, flag, leading = blas._cblas_operand(x)
-    assert array.shape == shape and (flag == blas._TRANS, leading) == (expected[0] == "trans", expected[1])
+    array, flag, leading, batch_stride = openblas_pool.cblas_operand(x)
+    assert array.shape == shape and (flag == openblas_pool.TRANS, leading) == (expected[0] == "trans", expected[1])
+    assert batch_stride == 0
     assert (array is x) == (strides != "every other column")
     np.testing.assert_array_equal(array, x)
 

@@ -10,25 +10,27 @@ runtime of the native CPU kernels), so one OpenMP runtime serves the process.
 that path costs nothing extra per call.
 """
 import ctypes
+import functools
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 
 import numpy
 
-from . import host_compiler
+from . import host_compiler, openblas_pool
 from .selection import BackendError
 
 CHOICES = ("auto", "numpy", "mkl")
+THREAD_CHOICES = ("shared", "own")
 INSTALL_HINT = "pip install gpudl[mkl]"
 # (m, k, n) of the MLP's and CNN's forward GEMMs at batch 32/128 (784-512-512 layers)
 MEASURE_SHAPES = ((128, 784, 512), (32, 512, 512), (512, 512, 512))
 MEASURE_SECONDS = 0.05  # per shape and provider
 MKL_WINS_BY = 1.05  # MKL must be this much faster to be chosen: noise must not flip the choice
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_ROW_MAJOR = 101
 _GNU_THREADING = 1  # MKL_THREADING_GNU in mkl_service.h
 
 
@@ -38,10 +40,20 @@ class BlasError(BackendError):
 
 @dataclass(frozen=True)
 class Choice:
-    """The provider in use and why: ``name`` is ``numpy`` or ``mkl``."""
+    """The provider in use and why: ``name`` is ``numpy`` or ``mkl``; ``pool`` says which threads run it."""
     name: str
     reason: str
     threads: int = 0
+    pool: str = ""
+
+
+def requested_threads() -> str:
+    """``GPUDL_BLAS_THREADS`` (default ``shared``): ``shared`` runs NumPy's OpenBLAS on gpudl's OpenMP threads
+    (``openblas_pool``), ``own`` leaves it on its own threads; raises BlasError for any other value."""
+    value = os.environ.get("GPUDL_BLAS_THREADS", "shared").strip().lower() or "shared"
+    if value not in THREAD_CHOICES:
+        raise BlasError(f"GPUDL_BLAS_THREADS={value!r}: expected one of {', '.join(THREAD_CHOICES)}")
+    return value
 
 
 def requested() -> str:
@@ -98,54 +110,41 @@ class Mkl:
             self.kernels[numpy.dtype(dtype)] = function
 
     def matmul(self, a, b, out=None):
-        """``numpy.matmul(a, b, out=out)`` for float32/float64 2-D or 3-D operands through MKL; anything
-        else (other dtypes, broadcasting, more dimensions, an ``out`` of another shape or overlapping an
-        operand) goes to NumPy, which also raises its errors."""
-        kernel = self.kernels.get(a.dtype)
-        shape = a.shape[:-1] + b.shape[-1:]
-        if (kernel is None or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim not in (2, 3)
-                or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]
-                or out is not None and (out.shape != shape or numpy.may_share_memory(out, a)
-                                        or numpy.may_share_memory(out, b))):
-            return numpy.matmul(a, b, out=out)
-        target = out if out is not None and out.dtype == a.dtype and out.flags.c_contiguous else None
-        result = numpy.empty(shape, a.dtype) if target is None else target
-        if a.ndim == 2:
-            self._gemm2(kernel, a, b, result)
-        else:
-            for index in range(a.shape[0]):
-                self._gemm2(kernel, a[index], b[index], result[index])
-        if out is not None and target is None:
-            out[...] = result
-            return out
-        return result
+        """``numpy.matmul(a, b, out=out)`` through MKL (see :func:`cblas_matmul`)."""
+        return cblas_matmul(self.multiply, self.kernels, a, b, out)
 
-    @staticmethod
-    def _gemm2(kernel, a, b, c):
-        m, k = a.shape
-        n = b.shape[1]
-        if m == 0 or n == 0:
-            return
-        if k == 0:
-            c[...] = 0
-            return
-        a, trans_a, lda = _cblas_operand(a)
-        b, trans_b, ldb = _cblas_operand(b)
-        kernel(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-               0.0, c.ctypes.data, n)
+    def multiply(self, a, b, c):
+        """``c[...] = a @ b`` for 2-D or 3-D (same batch) operands of ``c``'s dtype, ``c`` C-contiguous."""
+        kernel = self.kernels[c.dtype]
+        for index in range(a.shape[0]) if a.ndim == 3 else (None,):
+            ai, bi, ci = (a, b, c) if index is None else (a[index], b[index], c[index])
+            ai, trans_a, lda, _ = openblas_pool.cblas_operand(ai)
+            bi, trans_b, ldb, _ = openblas_pool.cblas_operand(bi)
+            kernel(_ROW_MAJOR, trans_a, trans_b, ai.shape[0], ci.shape[1], ai.shape[1], 1.0, ai.ctypes.data, lda,
+                   bi.ctypes.data, ldb, 0.0, ci.ctypes.data, ci.shape[1])
 
 
-def _cblas_operand(x):
-    """``(array, transpose flag, leading dimension)`` describing 2-D ``x`` to row-major CBLAS without a copy
-    when it is C-contiguous or a transposed C-contiguous view (row stride or column stride 1)."""
-    item = x.itemsize
-    rows, cols = x.shape
-    if x.strides[1] == item and x.strides[0] >= max(cols, 1) * item and x.strides[0] % item == 0:
-        return x, _NO_TRANS, x.strides[0] // item
-    if x.strides[0] == item and x.strides[1] >= max(rows, 1) * item and x.strides[1] % item == 0:
-        return x, _TRANS, x.strides[1] // item
-    x = numpy.ascontiguousarray(x)
-    return x, _NO_TRANS, max(cols, 1)
+def cblas_matmul(multiply, dtypes, a, b, out=None):
+    """``numpy.matmul(a, b, out=out)`` for float32/float64 2-D or 3-D operands through ``multiply(a, b, c)``
+    (a CBLAS provider writing a C-contiguous ``c``); anything else (other dtypes, broadcasting, more
+    dimensions, an ``out`` of another shape or overlapping an operand) goes to NumPy, which also raises its
+    errors."""
+    shape = a.shape[:-1] + b.shape[-1:]
+    if (a.dtype not in dtypes or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim not in (2, 3)
+            or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]
+            or out is not None and (out.shape != shape or numpy.may_share_memory(out, a)
+                                    or numpy.may_share_memory(out, b))):
+        return numpy.matmul(a, b, out=out)
+    target = out if out is not None and out.dtype == a.dtype and out.flags.c_contiguous else None
+    result = numpy.empty(shape, a.dtype) if target is None else target
+    if a.shape[-1] == 0:
+        result[...] = 0
+    elif result.size:
+        multiply(a, b, result)
+    if out is not None and target is None:
+        out[...] = result
+        return out
+    return result
 
 
 def _first_matmul(a, b, out=None):
@@ -186,11 +185,46 @@ def choose():
         except OSError as exc:  # e.g. no libgomp for MKL's GNU threading layer
             decided = Choice("numpy", f"MKL installed but not loadable: {exc}")
     if decided.name == "mkl":
+        requested_threads()
         matmul = (mkl or Mkl(path, threads)).matmul
+        decided = replace(decided, pool="shared: MKL runs on libgomp, the CPU kernels' OpenMP runtime")
     else:
-        matmul = numpy.matmul
+        matmul, pool, pool_threads = _numpy_gemm()
+        decided = replace(decided, pool=pool, threads=pool_threads)
     _choice = decided
     return _choice
+
+
+_pooled = None  # the PooledGemm, built once per process
+
+
+def _numpy_gemm():
+    """``(matmul, pool description, threads)`` for NumPy's BLAS: OpenBLAS on gpudl's OpenMP threads when
+    ``GPUDL_BLAS_THREADS=shared`` and the compiled CPU kernels (and so an OpenMP pool) are in use, else
+    ``numpy.matmul`` on OpenBLAS's own threads (their count restored if an earlier choice set it to 1)."""
+    global _pooled
+    from . import cpu_kernels
+    if requested_threads() == "own":
+        why = "GPUDL_BLAS_THREADS=own"
+    elif cpu_kernels.status().path != "native":
+        why = "no OpenMP pool to share: the CPU kernels are the NumPy twins"
+    else:
+        try:
+            if _pooled is None:
+                path = openblas_pool.numpy_openblas_path()
+                if path is None:
+                    raise OSError("NumPy's BLAS is not an OpenBLAS loaded from a file")
+                _pooled = openblas_pool.PooledGemm(openblas_pool.OpenBlas(path))
+            _pooled.share_threads()
+            return (functools.partial(cblas_matmul, _pooled.multiply, _pooled.entries),
+                    f"shared: NumPy's OpenBLAS on one thread per block, gpudl's {_pooled.threads} OpenMP "
+                    f"threads ({_pooled.openblas.path})", _pooled.threads)
+        except (OSError, AttributeError, host_compiler.CompilerUnavailable,
+                host_compiler.HostCompileError) as exc:
+            why = f"OpenBLAS cannot be shared: {str(exc).splitlines()[0]}"
+    if _pooled is not None:
+        _pooled.own_threads()
+    return numpy.matmul, f"own: NumPy's BLAS on its own threads ({why})", 0
 
 
 def _measured_choice(path, threads):
@@ -249,7 +283,7 @@ def describe() -> str:
     """One line for ``gpudl info``: the provider and why."""
     current = choice()
     threads = f", {current.threads} threads" if current.name == "mkl" else ""
-    return f"{current.name} ({current.reason}{threads})"
+    return f"{current.name} ({current.reason}{threads}); threads {current.pool}"
 
 
 def reset():

@@ -8,15 +8,16 @@ the twins, announced by one line on stderr). The choice is made once per process
 backend's fused ops are first asked for.
 
 Threads: OpenMP reads ``OMP_NUM_THREADS`` (``gpudl bench --threads`` sets it) when the first
-kernel library loads libgomp. NumPy's OpenBLAS keeps its own pthreads, so two thread pools share
-the cores. Spinning is what makes that costly: an idle libgomp thread busy-waits (without
-yielding) for up to ``GOMP_SPINCOUNT`` iterations after each parallel loop, which on a 2-core
-machine takes a core away from the next matrix product. Unless the user set ``OMP_WAIT_POLICY``
-or ``GOMP_SPINCOUNT``, gpudl sets ``OMP_WAIT_POLICY=PASSIVE`` before loading libgomp: our threads
-sleep as soon as a loop ends (waking them costs a few microseconds, paid only by loops long
-enough to be split, see ``native_kernels.PARALLEL_MIN``). OpenBLAS's idle threads poll with
-``sched_yield`` between matrix products, so they give way to ours. A process forked after the
-kernels were loaded runs them on one thread: libgomp's pool does not survive ``fork()``.
+kernel library loads libgomp. While the compiled kernels are in use, NumPy's OpenBLAS runs on
+these same threads (``blas`` and ``openblas_pool``: one pool, since OpenBLAS's own idle threads
+busy-wait without yielding for ~0.1 s after each product and so hold the cores our threads need).
+An idle libgomp thread busy-waits too (for up to ``GOMP_SPINCOUNT`` iterations after each
+parallel loop), which on a loaded machine takes a core from whatever runs next. Unless the user
+set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, gpudl sets ``OMP_WAIT_POLICY=PASSIVE`` before
+loading libgomp: our threads sleep as soon as a loop ends (waking them costs a few microseconds,
+paid only by loops long enough to be split, see ``native_kernels.PARALLEL_MIN``). A process
+forked after the kernels were loaded runs them on one thread: libgomp's pool does not survive
+``fork()``.
 """
 import ctypes
 import os

@@ -1,0 +1,181 @@
+"""NumPy's own OpenBLAS run on gpudl's OpenMP threads, so that one thread pool serves the process.
+
+Why: after each multithreaded product, OpenBLAS's idle worker threads busy-wait for
+``2**OPENBLAS_THREAD_TIMEOUT`` TSC ticks (default 2**28, about 0.1 s at 2.6 GHz) with bare
+``nop``s (``YIELDING`` in OpenBLAS's ``common.h`` is ``sched_yield`` only off x86-64;
+NumPy's bundled library imports no ``sched_yield`` at all). A compiled kernel's OpenMP thread
+woken in that window finds its core taken and waits for the scheduler to preempt the spinner
+(milliseconds), and the kernel's calling thread waits for it at the loop's end: a 33 µs ReLU
+took 4.8 ms right after a GEMM. The timeout is read once, when NumPy loads OpenBLAS, so gpudl
+cannot shorten it after ``import numpy``.
+
+The fix is PyTorch's arrangement (MKL and its own kernels on one OpenMP pool): OpenBLAS is set
+to one thread, and :class:`PooledGemm` splits each product into blocks of rows or columns of the
+result (or whole matrices of a batch), one per OpenMP thread, each computed by OpenBLAS's
+single-threaded ``cblas_?gemm``. The same libgomp threads then run the GEMMs and the kernels, and
+an idle one sleeps (``OMP_WAIT_POLICY=PASSIVE``, see ``cpu_kernels``) instead of spinning.
+"""
+import ctypes
+import os
+import re
+
+import numpy
+
+from . import host_compiler, native_kernels
+
+# Products of fewer multiply-adds than this run on the calling thread: waking a helper costs
+# more than it saves (an MLP's last 32x512x10 layer, say).
+PARALLEL_MIN = 1 << 18
+# Symbol spellings of the OpenBLAS builds NumPy ships or links: scipy-openblas64 (NumPy's
+# wheels: ILP64, prefixed and suffixed), scipy-openblas32, and a plain distribution OpenBLAS.
+_SPELLINGS = (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", ""))
+
+_SOURCE = r"""
+#include <omp.h>
+#include <cstdint>
+namespace {
+template <typename I, typename T>
+using cblas_gemm = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
+const int ROW_MAJOR = 101, NO_TRANS = 111;
+
+// C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense). The work is
+// cut into tasks: whole items when there are at least as many as threads, else blocks of the
+// result's longer side (multiples of 16 elements: whole cache lines and SIMD tiles).
+template <typename I, typename T>
+void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
+                 long long n, long long k, const T* a, long long lda, long long stride_a,
+                 const T* b, long long ldb, long long stride_b, T* c, long long parallel_min) {
+  const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
+  const long long threads = omp_get_max_threads();
+  const bool by_columns = n >= m;
+  const long long extent = by_columns ? n : m;
+  const long long parts = batch >= threads ? 1 : (threads + batch - 1) / batch;
+  const long long block = ((extent + parts - 1) / parts + 15) / 16 * 16;
+  const long long blocks = (extent + block - 1) / block;
+  const long long tasks = batch * blocks;
+  const bool parallel = threads > 1 && tasks > 1 && double(batch) * m * n * k >= parallel_min;
+#pragma omp parallel for schedule(static) if(parallel)
+  for (long long task = 0; task < tasks; ++task) {
+    const long long item = task / blocks, lo = task % blocks * block;
+    const long long size = extent - lo < block ? extent - lo : block;
+    const T* ai = a + item * stride_a;
+    const T* bi = b + item * stride_b;
+    T* ci = c + item * m * n;
+    if (by_columns) {
+      gemm(ROW_MAJOR, trans_a, trans_b, m, size, k, T(1), ai, lda,
+           trans_b == NO_TRANS ? bi + lo : bi + lo * ldb, ldb, T(0), ci + lo, n);
+    } else {
+      gemm(ROW_MAJOR, trans_a, trans_b, size, n, k, T(1),
+           trans_a == NO_TRANS ? ai + lo * lda : ai + lo, lda, bi, ldb, T(0), ci + lo * n, n);
+    }
+  }
+}
+}  // namespace
+#define GPUDL_POOLED(NAME, I, T) extern "C" void NAME(void* f, int ta, int tb, long long batch, \
+    long long m, long long n, long long k, const T* a, long long lda, long long sa, const T* b, \
+    long long ldb, long long sb, T* c, long long parallel_min) { \
+  pooled_gemm<I, T>(f, ta, tb, batch, m, n, k, a, lda, sa, b, ldb, sb, c, parallel_min); }
+GPUDL_POOLED(gpudl_pooled_gemm_f32_i32, int32_t, float)
+GPUDL_POOLED(gpudl_pooled_gemm_f64_i32, int32_t, double)
+GPUDL_POOLED(gpudl_pooled_gemm_f32_i64, int64_t, float)
+GPUDL_POOLED(gpudl_pooled_gemm_f64_i64, int64_t, double)
+extern "C" int gpudl_pool_threads() { return omp_get_max_threads(); }
+"""
+
+
+class OpenBlas:
+    """NumPy's loaded OpenBLAS: its ``cblas_sgemm``/``cblas_dgemm`` addresses, integer width and
+    thread-count functions."""
+
+    def __init__(self, path):
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in _SPELLINGS:
+            if hasattr(lib, f"{prefix}cblas_sgemm{suffix}"):
+                break
+        else:
+            raise OSError(f"{path} exports no cblas_sgemm")
+        self.path = path
+        config = getattr(lib, f"{prefix}openblas_get_config{suffix}")
+        config.restype = ctypes.c_char_p
+        self.config = config().decode(errors="replace").strip()
+        self.ilp64 = "USE64BITINT" in self.config
+        self.gemm = {numpy.dtype(numpy.float32): getattr(lib, f"{prefix}cblas_sgemm{suffix}"),
+                     numpy.dtype(numpy.float64): getattr(lib, f"{prefix}cblas_dgemm{suffix}")}
+        self.set_threads = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+        self.set_threads.argtypes = [ctypes.c_int]
+        self.get_threads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+        self.get_threads.restype = ctypes.c_int
+
+
+def numpy_openblas_path():
+    """Path of the OpenBLAS library NumPy loaded (read from ``/proc/self/maps``), or None when
+    NumPy's BLAS is not OpenBLAS or the platform has no ``/proc``."""
+    numpy.ones((2, 2)) @ numpy.ones((2, 2))  # NumPy loads its BLAS with its multiarray module
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(None, 5)[-1].strip() for line in maps if "/" in line}
+    except OSError:
+        return None
+    found = sorted(p for p in paths if re.search(r"openblas[^/]*\.so", os.path.basename(p)))
+    return found[0] if found else None
+
+
+class PooledGemm:
+    """Products through the compiled ``pooled_gemm`` of :data:`_SOURCE`: NumPy's OpenBLAS, set to one
+    thread by :meth:`share_threads`, called once per block from gpudl's OpenMP threads."""
+
+    def __init__(self, openblas):
+        self.openblas = openblas
+        lib = host_compiler.build(host_compiler.OPENMP_SERIAL + _SOURCE, name="pooled-gemm")
+        native_kernels._serial_after_fork(lib)  # the same one-thread-after-fork handler as the kernels
+        width = "i64" if openblas.ilp64 else "i32"
+        self.entries = {}
+        for dtype, suffix in ((numpy.dtype(numpy.float32), "f32"), (numpy.dtype(numpy.float64), "f64")):
+            entry = getattr(lib, f"gpudl_pooled_gemm_{suffix}_{width}")
+            entry.restype = None
+            entry.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + [ctypes.c_longlong] * 4
+                              + [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong] * 2
+                              + [ctypes.c_void_p, ctypes.c_longlong])
+            self.entries[dtype] = (entry, ctypes.cast(openblas.gemm[dtype], ctypes.c_void_p).value)
+        self.threads = lib.gpudl_pool_threads()
+        self.own_count = openblas.get_threads()
+
+    def share_threads(self):
+        """Put OpenBLAS on one thread: each OpenMP thread runs its own single-threaded block."""
+        self.openblas.set_threads(1)
+
+    def own_threads(self):
+        """Give OpenBLAS back the thread count it had before :meth:`share_threads`."""
+        self.openblas.set_threads(self.own_count)
+
+    def multiply(self, a, b, c):
+        """``c[...] = a @ b`` for 2-D or 3-D (same batch) operands of ``c``'s dtype, ``c`` C-contiguous."""
+        entry, function = self.entries[c.dtype]
+        batch = a.shape[0] if a.ndim == 3 else 1
+        m, k = a.shape[-2:]
+        n = b.shape[-1]
+        a, trans_a, lda, stride_a = cblas_operand(a)
+        b, trans_b, ldb, stride_b = cblas_operand(b)
+        entry(function, trans_a, trans_b, batch, m, n, k, a.ctypes.data, lda, stride_a,
+              b.ctypes.data, ldb, stride_b, c.ctypes.data, PARALLEL_MIN)
+
+
+NO_TRANS, TRANS = 111, 112
+
+
+def cblas_operand(x):
+    """``(array, transpose flag, leading dimension, batch stride)`` describing the matrices of 2-D
+    or 3-D ``x`` to row-major CBLAS, in elements, without a copy when each matrix is C-contiguous
+    or a transposed C-contiguous view (row or column stride 1) and the batch stride is a
+    non-negative multiple of the item size; otherwise of a C-contiguous copy."""
+    item = x.itemsize
+    rows, cols = x.shape[-2:]
+    row, col = x.strides[-2:]
+    batch = x.strides[0] if x.ndim == 3 else 0
+    if batch >= 0 and batch % item == 0:
+        if col == item and row >= max(cols, 1) * item and row % item == 0:
+            return x, NO_TRANS, row // item, batch // item
+        if row == item and col >= max(rows, 1) * item and col % item == 0:
+            return x, TRANS, col // item, batch // item
+    x = numpy.ascontiguousarray(x)
+    return x, NO_TRANS, max(cols, 1), rows * cols if x.ndim == 3 else 0
