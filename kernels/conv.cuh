@@ -2,9 +2,9 @@
 // {float16, float32, float64}: im2col, which lays the input's windows out as GEMM columns, and
 // col2im, which sums the columns' gradient back onto the input.
 //
-// Layouts. The input x has the logical shape [N, C, H, W] and any strides (element strides
-// x_sn, x_sc, x_sh, x_sw into the flat raw array): usually batch-last ([C, H, W, N] in memory,
-// x_sn == 1), the raw NCHW data for a first layer. The columns are C-contiguous
+// Layouts. The input x is C-contiguous [C, H, W, N] (batch-last: gpudl.backend.conv_kernels
+// copies other layouts, such as a first layer's NCHW data, which costs less than gathering
+// along N with a stride). The columns are C-contiguous
 // [C, KH, KW, OH, OW, N] (with groups the channels of a group are adjacent rows, so the GEMM of
 // group g reads a contiguous block). The input gradient gx is C-contiguous [C, H, W, N].
 //
@@ -37,8 +37,7 @@ __device__ inline void im2col(const X& x, long long i, long long run, long long 
                               long long W, long long KH, long long KW, long long OH,
                               long long OW, long long stride_h, long long stride_w,
                               long long pad_top, long long pad_left, long long dil_h,
-                              long long dil_w, long long x_sn, long long x_sc, long long x_sh,
-                              long long x_sw, Cols& cols) {
+                              long long dil_w, Cols& cols) {
   const long long start = i * run;
   long long n = start % N;
   long long r = start / N;
@@ -58,12 +57,9 @@ __device__ inline void im2col(const X& x, long long i, long long run, long long 
     const long long to = start + done;
     if (!row_inside || iw < 0 || iw >= W) {
       for (long long k = 0; k < len; ++k) cols[to + k] = T(0);
-    } else if (x_sn == 1) {  // batch-last input: a contiguous copy
-      const long long from = c * x_sc + ih * x_sh + iw * x_sw + n;
-      for (long long k = 0; k < len; ++k) cols[to + k] = x[from + k];
     } else {
-      const long long from = c * x_sc + ih * x_sh + iw * x_sw + n * x_sn;
-      for (long long k = 0; k < len; ++k) cols[to + k] = x[from + k * x_sn];
+      const long long from = ((c * H + ih) * W + iw) * N + n;
+      for (long long k = 0; k < len; ++k) cols[to + k] = x[from + k];
     }
     done += len;
   }

@@ -235,15 +235,14 @@ CONV_GEOMETRY = ("run_length", "batch", "height", "width", "kernel_h", "kernel_w
 
 def _conv_specs():
     # All arrays raw and flat, launched with size = elements / run (kernels/conv.cuh): im2col
-    # writes the columns [C, KH, KW, OH, OW, N], col2im the input gradient [C, H, W, N].
+    # reads x [C, H, W, N] and writes the columns [C, KH, KW, OH, OW, N], col2im writes the input
+    # gradient [C, H, W, N].
     header = "conv.cuh"
     geometry = ", ".join(f"int64 {p}" for p in CONV_GEOMETRY)
     return {
         "im2col": _elementwise(
-            "gpudl_im2col", f"raw T x, {geometry}, int64 x_sn, int64 x_sc, int64 x_sh, int64 x_sw",
-            "raw T cols",
-            f"gpudl::im2col<T>(x, i, {', '.join(CONV_GEOMETRY)}, x_sn, x_sc, x_sh, x_sw, cols)",
-            header),
+            "gpudl_im2col", f"raw T x, {geometry}", "raw T cols",
+            f"gpudl::im2col<T>(x, i, {', '.join(CONV_GEOMETRY)}, cols)", header),
         "col2im": _elementwise(
             "gpudl_col2im", f"raw T gcols, {geometry}", "raw T gx",
             f"gpudl::col2im<T>(gcols, i, {', '.join(CONV_GEOMETRY)}, gx)", header),
@@ -400,8 +399,7 @@ def _conv_signatures():
     im2col, col2im = [], []
     for dt in FLOAT_DTYPES:
         for idx32 in (True, False):
-            im2col.append(Signature((dt,) + geometry + (_scalar("int64"),) * 4 + (dt,), idx32=idx32,
-                                    raw_ndim=(("x", 1), ("cols", 1))))
+            im2col.append(Signature((dt,) + geometry + (dt,), idx32=idx32, raw_ndim=(("x", 1), ("cols", 1))))
             col2im.append(Signature((dt,) + geometry + (dt,), idx32=idx32,
                                     raw_ndim=(("gcols", 1), ("gx", 1))))
     return {"im2col": im2col, "col2im": col2im}
