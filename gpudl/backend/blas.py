@@ -168,6 +168,8 @@ def choose():
     """Decide the provider and bind ``matmul`` to it (raises BlasError for a bad or unsatisfiable GPUDL_BLAS)."""
     global _choice, matmul
     wanted = requested()
+    if _pooled is not None:
+        _pooled.own_threads()  # a measurement of NumPy's BLAS sees its own threads
     threads = thread_count()
     path = mkl_library()
     mkl = None

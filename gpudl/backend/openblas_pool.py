@@ -23,8 +23,9 @@ import numpy
 
 from . import host_compiler, native_kernels
 
-# Products of fewer multiply-adds than this run on the calling thread: waking a helper costs
-# more than it saves (an MLP's last 32x512x10 layer, say).
+# Each thread gets at least this many multiply-adds, so smaller products run on fewer threads
+# (an MLP's last 32x512x10 layer on the calling thread alone): OpenBLAS's own rule
+# (interface/gemm.c: SMP_THRESHOLD_MIN 65536 x GEMM_MULTITHREAD_THRESHOLD 4).
 PARALLEL_MIN = 1 << 18
 # Symbol spellings of the OpenBLAS builds NumPy ships or links: scipy-openblas64 (NumPy's
 # wheels: ILP64, prefixed and suffixed), scipy-openblas32, and a plain distribution OpenBLAS.
@@ -38,23 +39,25 @@ template <typename I, typename T>
 using cblas_gemm = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
 const int ROW_MAJOR = 101, NO_TRANS = 111;
 
-// C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense). The work is
-// cut into tasks: whole items when there are at least as many as threads, else blocks of the
-// result's longer side (multiples of 16 elements: whole cache lines and SIMD tiles).
+// C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to
+// one thread per `parallel_min` multiply-adds. The work is cut into tasks: whole items when there
+// are at least as many as threads, else blocks of the result's longer side (multiples of 16
+// elements: whole cache lines and SIMD tiles).
 template <typename I, typename T>
 void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
                  long long n, long long k, const T* a, long long lda, long long stride_a,
                  const T* b, long long ldb, long long stride_b, T* c, long long parallel_min) {
   const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
-  const long long threads = omp_get_max_threads();
+  const double work = double(batch) * m * n * k;
+  long long threads = omp_get_max_threads();
+  if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
   const bool by_columns = n >= m;
   const long long extent = by_columns ? n : m;
   const long long parts = batch >= threads ? 1 : (threads + batch - 1) / batch;
   const long long block = ((extent + parts - 1) / parts + 15) / 16 * 16;
   const long long blocks = (extent + block - 1) / block;
   const long long tasks = batch * blocks;
-  const bool parallel = threads > 1 && tasks > 1 && double(batch) * m * n * k >= parallel_min;
-#pragma omp parallel for schedule(static) if(parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && tasks > 1)
   for (long long task = 0; task < tasks; ++task) {
     const long long item = task / blocks, lo = task % blocks * block;
     const long long size = extent - lo < block ? extent - lo : block;
