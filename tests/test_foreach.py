@@ -202,3 +202,19 @@ def test_foreach_per_group_and_bad_values():
     assert [group["foreach"] for group in opt.param_groups] == [False, True]
     with pytest.raises(ValueError, match="Adam: foreach must be None, True or False, got 'yes'"):
         optim.Adam([a], foreach="yes")
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS, ids=IDS)
+def test_foreach_trajectory_matches_pytorch_foreach(cls, kwargs, torch):
+    """The same group stepped by gpudl and by PyTorch, both with ``foreach=True``, in float64."""
+    params = model_params("cpu", ["float64"] * 4)
+    reference = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
+    ours = cls(params, **kwargs, foreach=True)
+    theirs = getattr(torch.optim, cls.__name__)(reference, **kwargs, foreach=True)
+    for t in range(4):
+        for optimizer, tensors in ((ours, params), (theirs, reference)):
+            optimizer.zero_grad()
+            sum(((p * (0.5 + k)) ** 2).sum() + p.sum() * (0.1 * t) for k, p in enumerate(tensors)).backward()
+            optimizer.step()
+    for p, r in zip(params, reference):
+        np.testing.assert_allclose(p.numpy(), r.detach().numpy(), rtol=1e-12, atol=1e-14)

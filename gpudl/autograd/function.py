@@ -29,6 +29,7 @@ class Function:
         """Run ``forward`` on the inputs' arrays and, if needed, link the outputs into the graph."""
         arrays = []
         tensors = []
+        edges = []  # where each input's gradient goes (None: nowhere), collected in the same pass
         requires = False
         first = None
         for value in inputs:
@@ -40,9 +41,13 @@ class Function:
                     self._raise_mixed_devices(first, data)
                 tensors.append(value)
                 arrays.append(data)
-                requires = requires or value._requires_grad
+                if value._requires_grad:
+                    requires = True
+                    edges.append((value.grad_fn, value._output_index))
+                    continue
             else:
                 arrays.append(value)
+            edges.append(None)
         backend = _backend.backend_of(first)
         self.xp = backend.xp
         self.backend = backend
@@ -58,17 +63,16 @@ class Function:
         else:
             outputs = self._profiled_forward(arrays, backend, None)
         single = type(outputs) is not tuple
-        if single:
-            outputs = (outputs,)
         array_type = type(first)
-        if any(type(o) is not array_type for o in outputs):  # NumPy scalars from reductions become 0-d arrays
-            outputs = tuple(o if _backend.is_array(o) else backend.xp.asarray(o) for o in outputs)
+        if single:
+            outputs = (outputs if type(outputs) is array_type else self._as_arrays((outputs,))[0],)
+        else:
+            outputs = self._as_arrays(outputs)
         if requires and grad_mode.enabled:
             self.inputs = inputs
             # where each input's gradient goes, fixed now: a later in-place op on an input must not reroute it
-            self.edges = tuple((v.grad_fn, v._output_index) if isinstance(v, Tensor) and v._requires_grad else None
-                               for v in inputs)
-            self.needs_input_grad = tuple(edge is not None for edge in self.edges)
+            self.edges = tuple(edges)
+            self.needs_input_grad = tuple([edge is not None for edge in edges])
             self.n_outputs = len(outputs)
             results = [Tensor._from_op(o, self, k) for k, o in enumerate(outputs)]
             if self.saved:
@@ -81,6 +85,10 @@ class Function:
             for r in results:
                 r._version = tensors[0]._version
         return results[0] if single else tuple(results)
+
+    def _as_arrays(self, outputs):
+        """``outputs`` with NumPy scalars (from reductions) made 0-d arrays of the inputs' backend."""
+        return tuple(o if _backend.is_array(o) else self.xp.asarray(o) for o in outputs)
 
     @property
     def op_name(self) -> str:

@@ -170,8 +170,13 @@ def launch(op, columns, scalars):
     buckets = {}
     for arrays in zip(*columns):
         dtype = arrays[0].dtype
-        if dtype in entries and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays):
-            buckets.setdefault(dtype, []).extend(a.__array_struct__ for a in arrays)
+        fits = dtype in entries
+        for a in arrays:  # a plain loop: this runs per tensor and step
+            if a.dtype != dtype or not a.flags.c_contiguous:
+                fits = False
+                break
+        if fits:
+            buckets.setdefault(dtype, []).extend([a.__array_struct__ for a in arrays])
         else:
             values = iter(scalars)
             kernel(op)(*[next(values) if k is None else arrays[k] for k in _layout(op)])

@@ -58,14 +58,16 @@ class Linear(Function):
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` (PyTorch's ``F.linear``): input [*, in], weight [out, in], bias [out] or None."""
-    if weight.ndim != 2:
+    w, x = weight.data, input.data  # the arrays' own attributes: this runs once per layer and step
+    if w.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D [out_features, in_features], got shape {weight.shape}")
-    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {input.shape} does not end in in_features={weight.shape[1]} "
+    if x.ndim == 0 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: input of shape {input.shape} does not end in in_features={w.shape[1]} "
                          f"(weight shape {weight.shape})")
-    if bias is not None and bias.shape != weight.shape[:1]:
-        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    check_same_dtype("linear", input, weight, bias)
+    if bias is not None and bias.data.shape != w.shape[:1]:
+        raise ValueError(f"linear: bias must have shape ({w.shape[0]},), got {bias.shape}")
+    if x.dtype != w.dtype or (bias is not None and bias.data.dtype != w.dtype):
+        check_same_dtype("linear", input, weight, bias)
     return Linear().apply(input, weight, bias)
 
 

@@ -152,13 +152,13 @@ class Optimizer:
 
     @staticmethod
     def _by_device(batch):
-        """``batch`` split by the parameters' device (one multi-tensor update per device)."""
-        if all(param.device == batch[0][0].device for param, _, _ in batch):
-            return [batch] if batch else []
+        """``batch`` split by the parameters' device (one multi-tensor update per device); a backend
+        with a single device (the host's: no device context) is one key, without asking each array."""
         split = {}
         for entry in batch:
-            split.setdefault(entry[0].device, []).append(entry)
-        return list(split.values())
+            backend = entry[0].backend
+            split.setdefault(entry[0].device if backend.needs_device_context else backend, []).append(entry)
+        return split.values()
 
     def _update_one(self, group, batch):
         (param, state, index), = batch
