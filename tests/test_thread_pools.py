@@ -4,6 +4,9 @@ one thread, the GEMM on the kernels' OpenMP threads), that its products equal si
 (to the last bits) and are reproducible in every blocking it uses, that a forked child and two Python threads
 calling GEMMs and kernels at once work, and that GPUDL_BLAS_THREADS=own restores OpenBLAS's own threads."""
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -182,3 +185,27 @@ def test_the_bench_environment_records_which_threads_run_the_gemm():
     from gpudl.benchmark import environment
     gemm = environment()["gemm"]
     assert gemm["pool"] == blas.choice().pool and gemm["GPUDL_BLAS_THREADS"] is None
+
+
+GRID_CHECK = """
+import numpy as np
+from gpudl.backend import blas
+assert blas.choice().threads == 6, blas.describe()
+generator = np.random.default_rng(1)
+for m, k, n in [(600, 64, 600), (64, 300, 2000), (2000, 300, 64), (70, 70, 70)]:
+    a = generator.standard_normal((m, k))
+    b = generator.standard_normal((k, n))
+    np.testing.assert_allclose(blas.matmul(a, b), a @ b, rtol=1e-13, atol=1e-12)
+print("ok")
+"""
+
+
+@native
+def test_six_threads_cut_products_into_grids_of_blocks():
+    """A 2-D grid (2 x 3 blocks for a square result) needs more threads than CI's 2 cores give by default."""
+    shared_matmul()
+    environment = dict(os.environ, OMP_NUM_THREADS="6")
+    environment.pop("GPUDL_BLAS_THREADS", None)
+    done = subprocess.run([sys.executable, "-c", GRID_CHECK], env=environment, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -10,8 +10,8 @@ took 4.8 ms right after a GEMM. The timeout is read once, when NumPy loads OpenB
 cannot shorten it after ``import numpy``.
 
 The fix is PyTorch's arrangement (MKL and its own kernels on one OpenMP pool): OpenBLAS is set
-to one thread, and :class:`PooledGemm` splits each product into blocks of rows or columns of the
-result (or whole matrices of a batch), one per OpenMP thread, each computed by OpenBLAS's
+to one thread, and :class:`PooledGemm` splits each product into a grid of blocks of the result
+(or whole matrices of a batch), one per OpenMP thread, each computed by OpenBLAS's
 single-threaded ``cblas_?gemm``. The same libgomp threads then run the GEMMs and the kernels, and
 an idle one sleeps (``OMP_WAIT_POLICY=PASSIVE``, see ``cpu_kernels``) instead of spinning.
 """
@@ -39,10 +39,26 @@ template <typename I, typename T>
 using cblas_gemm = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
 const int ROW_MAJOR = 101, NO_TRANS = 111;
 
-// C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to
-// one thread per `parallel_min` multiply-adds. The work is cut into tasks: whole items when there
-// are at least as many as threads, else blocks of the result's longer side (multiples of 16
-// elements: whole cache lines and SIMD tiles).
+// Rows and columns of one of `parts` blocks of an m x n result: the grid (row parts x column
+// parts) that packs the least, since each block's call packs its rows of A and its columns of B
+// (cost m*k per column part plus n*k per row part); blocks are multiples of 16 elements (whole
+// cache lines and SIMD tiles).
+struct Grid {
+  long long rows, columns, row_blocks, column_blocks;
+  Grid(long long m, long long n, long long parts) {
+    long long best = 1;
+    for (long long p = 1; p <= parts; ++p)
+      if (parts % p == 0 && m * (parts / p) + n * p < m * (parts / best) + n * best) best = p;
+    rows = ((m + best - 1) / best + 15) / 16 * 16;
+    columns = ((n + parts / best - 1) / (parts / best) + 15) / 16 * 16;
+    row_blocks = (m + rows - 1) / rows;
+    column_blocks = (n + columns - 1) / columns;
+  }
+};
+
+// C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to one
+// thread per `parallel_min` multiply-adds. Tasks are whole items when there are at least as many
+// as threads, else the blocks of a Grid over each item.
 template <typename I, typename T>
 void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
                  long long n, long long k, const T* a, long long lda, long long stride_a,
@@ -51,26 +67,20 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
   const double work = double(batch) * m * n * k;
   long long threads = omp_get_max_threads();
   if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
-  const bool by_columns = n >= m;
-  const long long extent = by_columns ? n : m;
-  const long long parts = batch >= threads ? 1 : (threads + batch - 1) / batch;
-  const long long block = ((extent + parts - 1) / parts + 15) / 16 * 16;
-  const long long blocks = (extent + block - 1) / block;
+  const Grid grid(m, n, batch >= threads ? 1 : (threads + batch - 1) / batch);
+  const long long blocks = grid.row_blocks * grid.column_blocks;
   const long long tasks = batch * blocks;
 #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && tasks > 1)
   for (long long task = 0; task < tasks; ++task) {
-    const long long item = task / blocks, lo = task % blocks * block;
-    const long long size = extent - lo < block ? extent - lo : block;
-    const T* ai = a + item * stride_a;
-    const T* bi = b + item * stride_b;
-    T* ci = c + item * m * n;
-    if (by_columns) {
-      gemm(ROW_MAJOR, trans_a, trans_b, m, size, k, T(1), ai, lda,
-           trans_b == NO_TRANS ? bi + lo : bi + lo * ldb, ldb, T(0), ci + lo, n);
-    } else {
-      gemm(ROW_MAJOR, trans_a, trans_b, size, n, k, T(1),
-           trans_a == NO_TRANS ? ai + lo * lda : ai + lo, lda, bi, ldb, T(0), ci + lo * n, n);
-    }
+    const long long item = task / blocks, block = task % blocks;
+    const long long row = block / grid.column_blocks * grid.rows;
+    const long long column = block % grid.column_blocks * grid.columns;
+    const long long rows = m - row < grid.rows ? m - row : grid.rows;
+    const long long columns = n - column < grid.columns ? n - column : grid.columns;
+    const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? row * lda : row);
+    const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? column : column * ldb);
+    gemm(ROW_MAJOR, trans_a, trans_b, rows, columns, k, T(1), ai, lda, bi, ldb, T(0),
+         c + item * m * n + row * n + column, n);
   }
 }
 }  // namespace
