@@ -152,7 +152,7 @@ __device__ inline void gru_cell_backward(const Act& act, T h_prev, T dy, T dh_re
   dgx[k + 2 * H] = T(dn);
   dgh[k] = T(dr);
   dgh[k + H] = T(dz);
-  dgh[k + 2 * H] = T(dn * rg);
+  dgh[k + 2 * H] = T(valid ? dn * rg : zero);  // 0, not 0 * a NaN activation, on ended rows
   dh = T(valid ? total * zg : carry);
 }
 

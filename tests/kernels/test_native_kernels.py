@@ -299,6 +299,22 @@ def test_gru_cell_matches_twin(dtype, masked, batch, hidden):
     assert_all_close(native, twin, dtype, "gru backward")
 
 
+@pytest.mark.parametrize("module", [fused_native, fused_numpy], ids=["native", "twin"])
+def test_gru_backward_gives_ended_rows_zero_gate_gradients_even_from_nan(module):
+    """An ended row passes its state gradient through and gets exact zeros, whatever its saved
+    activations hold (the kernel selects; it must not compute 0 * NaN)."""
+    c = cell_arrays(3, "float32", batch=3, hidden=37)
+    act = np.full((3, 4 * 37), np.nan, np.float32)
+    lengths = np.array([1, 5, 2], np.int64)  # rows 0 and 2 have ended at t=2
+    dh, dgx, dgh = c["dh"].copy(), np.empty_like(c["xw"]), np.empty_like(c["xw"])
+    module.gru_cell_backward(act, c["h_prev"], c["dy"], c["dh_rec"], dh, dgx, dgh, lengths=lengths,
+                             t=2)
+    ended = [0, 2]
+    assert (dgx[ended] == 0).all() and (dgh[ended] == 0).all()
+    np.testing.assert_allclose(dh[ended], (c["dh_rec"] + c["dh"])[ended], rtol=1e-6)
+    assert np.isnan(dgx[1]).all()
+
+
 def test_every_native_op_has_a_twin():
     """fused_native covers the twin's ops (unlisted ones fall through to the twin itself)."""
     for name in fused_native.__all__:
