@@ -10,7 +10,8 @@
 //
 // Backward for row r, with xhat_s = (x_s - mean) rstd and g_s = gy_s w_s (gy_s without weight):
 //   gx_s = rstd (g_s - sum_t g_t / D - xhat_s sum_t g_t xhat_t / D).
-// One thread per block of rows_per_block rows (the host runs 64, the GPU 1: one thread per row);
+// One thread per block of rows_per_block rows (the host runs 64, the GPU 1 while the partial sums
+// stay small: gpudl.backend.layer_norm_kernels);
 // with param_grads it also writes the block's column sums of gy xhat and gy (partial weight and
 // bias gradients), which the caller adds over the blocks: a fixed order, no atomics.
 //

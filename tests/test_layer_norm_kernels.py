@@ -103,7 +103,7 @@ def test_backward_blocks_of_any_size(rows_per_block):
     """The backward's partial column sums per block of rows, as the GPU (1) and the host (64) launch
     them and with blocks that do not divide the rows or exceed them."""
     from gpudl.backend import native_kernels
-    forward, backward = twin.bind(native_kernels.kernel, np, rows_per_block)
+    forward, backward = twin.bind(native_kernels.kernel, np, lambda rows, cols: rows_per_block)
     x, gy, weight, bias = inputs(131, 24, "float64", "weight and bias", seed=2)
     y, mean, rstd = forward(x, weight, bias)
     got = (y, mean, rstd, *backward(x, gy, weight, mean, rstd))
@@ -111,6 +111,14 @@ def test_backward_blocks_of_any_size(rows_per_block):
     gx, gw, gb = backward(x, gy, None, mean, rstd, weight_grad=False, bias_grad=True)
     assert gw is None
     np.testing.assert_allclose(gb, gy.sum(axis=0), rtol=1e-12)
+
+
+def test_gpu_blocks_keep_the_partial_sums_bounded():
+    assert twin.gpu_rows_per_block(8192, 64) == 1  # the bench's batch 512: a thread per row
+    for rows, cols in ((1, 1), (65536, 1024), (10**7, 768), (3, 2**23)):
+        per_block = twin.gpu_rows_per_block(rows, cols)
+        blocks = -(-rows // per_block)
+        assert per_block >= 1 and blocks * cols <= twin.GPU_PARTIALS_MAX + cols, (rows, cols)  # one block over at most
 
 
 @pytest.mark.parametrize("module", ["twin", "native"])

@@ -170,7 +170,7 @@ gru_cell_forward, gru_cell_backward = _launch.gru_cell_forward, _launch.gru_cell
 from gpudl.backend.masked_softmax_cupy import masked_softmax_backward, masked_softmax_forward  # noqa: E402,F401
 
 # layer normalisation over rows (kernels/layer_norm.cuh): the launches shared with fused_native
-layer_norm_forward, layer_norm_backward = _layer_norm.bind(kernel, cupy, rows_per_block=1)
+layer_norm_forward, layer_norm_backward = _layer_norm.bind(kernel, cupy, _layer_norm.gpu_rows_per_block)
 
 # convolution's im2col and col2im (kernels/conv.cuh): one thread per element, the launches shared with fused_native
 im2col, col2im = _conv.bind(kernel, cupy, lambda batch, width, elements: 1)

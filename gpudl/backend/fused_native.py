@@ -147,9 +147,8 @@ def masked_softmax_backward(probs, grad, *, scale=1.0, causal=False):
     return launch_backward(kernel("masked_softmax_backward"), probs, grad, scale, causal)
 
 
-# layer normalisation: one launch over the rows forward, one backward (kernels/layer_norm.cuh); a
-# backward thread takes 64 rows, so the parameter gradients' partial sums are 1/64 of the input
-layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np, rows_per_block=64)
+# layer normalisation: one launch over the rows forward, one backward (kernels/layer_norm.cuh)
+layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np, layer_norm_kernels.host_rows_per_block)
 
 # convolution's im2col and col2im: one launch each, a run along the batch per index (kernels/conv.cuh)
 im2col, col2im = conv_kernels.bind(kernel, np, functools.partial(conv_kernels.host_run, parallel_min=PARALLEL_MIN))

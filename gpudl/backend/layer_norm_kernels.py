@@ -108,17 +108,31 @@ def layer_norm_backward(x, gy, weight, mean, rstd, weight_grad=True, bias_grad=T
             _column_sums(gy.astype(acc, copy=False), x.dtype, bias_grad))
 
 
+def host_rows_per_block(rows, cols):
+    """Rows a backward thread takes on the host: 64, so the partial column sums are 1/64 of the input."""
+    return 64
+
+
+GPU_PARTIALS_MAX = 1 << 22  # values in each partial column-sum array on the GPU (16 MiB in float32)
+
+
+def gpu_rows_per_block(rows, cols):
+    """Rows a backward thread takes on the GPU: one (a thread per row) while the partial column sums
+    stay within ``GPU_PARTIALS_MAX`` values, as many more as keep them there beyond."""
+    return max(1, -(-rows * cols // GPU_PARTIALS_MAX))
+
+
 def bind(kernel, xp, rows_per_block):
     """``(layer_norm_forward, layer_norm_backward)`` with the twins' signatures, run by the kernels
     of one runner: ``kernel(name)`` gives the CuPy or native kernel, ``xp`` is its array module,
-    ``rows_per_block`` the rows one backward thread takes (1 on the GPU: a thread per row; more on
-    the host, whose threads then add fewer partial column sums)."""
+    ``rows_per_block(rows, cols)`` the rows one backward thread takes (:func:`host_rows_per_block`,
+    :func:`gpu_rows_per_block`)."""
     def forward(x, weight=None, bias=None, eps=1e-5):
         return launch_forward(kernel("layer_norm_forward"), xp, x, weight, bias, eps)
 
     def backward(x, gy, weight, mean, rstd, weight_grad=True, bias_grad=True):
         return launch_backward(kernel("layer_norm_backward"), xp, x, gy, weight, mean, rstd, weight_grad, bias_grad,
-                               rows_per_block)
+                               rows_per_block(*x.shape))
 
     forward.__doc__, backward.__doc__ = layer_norm_forward.__doc__, layer_norm_backward.__doc__
     return forward, backward
