@@ -49,6 +49,16 @@ def test_shared_pool_is_the_default_and_openblas_runs_on_one_thread():
     assert matmul(a, a.T).tolist() == [[4.0] * 3] * 3
 
 
+def test_the_openblas_found_is_numpys():
+    path = openblas_pool.numpy_openblas_path()
+    blas_info = np.__config__.CONFIG["Build Dependencies"]["blas"]
+    if path is None or "openblas" not in blas_info.get("name", ""):
+        pytest.skip(f"NumPy's BLAS is not a loaded OpenBLAS: {blas_info.get('name')}")
+    library = openblas_pool.OpenBlas(path)
+    assert blas_info["version"] in library.config
+    assert library.ilp64 == ("USE64BITINT" in blas_info.get("openblas configuration", ""))
+
+
 @native
 def test_own_threads_give_openblas_its_thread_count_back(monkeypatch):
     shared_matmul()

@@ -122,7 +122,8 @@ class OpenBlas:
 
 def numpy_openblas_path():
     """Path of the OpenBLAS library NumPy loaded (read from ``/proc/self/maps``), or None when
-    NumPy's BLAS is not OpenBLAS or the platform has no ``/proc``."""
+    NumPy's BLAS is not OpenBLAS, when it is not clear which loaded OpenBLAS is NumPy's, or when the
+    platform has no ``/proc``."""
     numpy.ones((2, 2)) @ numpy.ones((2, 2))  # NumPy loads its BLAS with its multiarray module
     try:
         with open("/proc/self/maps") as maps:
@@ -130,7 +131,9 @@ def numpy_openblas_path():
     except OSError:
         return None
     found = sorted(p for p in paths if re.search(r"openblas[^/]*\.so", os.path.basename(p)))
-    return found[0] if found else None
+    # NumPy's wheels keep it in numpy.libs/ beside numpy/; another package (SciPy) may load its own
+    own = [p for p in found if p.startswith(os.path.dirname(numpy.__file__))]
+    return (own or found)[0] if len(own) == 1 or len(found) == 1 else None
 
 
 class PooledGemm:
