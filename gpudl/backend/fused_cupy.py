@@ -18,6 +18,7 @@ import cupy
 from gpudl.backend import fused_numpy as _host
 from gpudl.backend import conv_kernels as _conv
 from gpudl.backend import layer_norm_kernels as _layer_norm
+from gpudl.backend import pooling_kernels as _pooling
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES, KERNELS
 
@@ -174,3 +175,6 @@ layer_norm_forward, layer_norm_backward = _layer_norm.bind(kernel, cupy, _layer_
 
 # convolution's im2col and col2im (kernels/conv.cuh): one thread per element, the launches shared with fused_native
 im2col, col2im = _conv.bind(kernel, cupy, lambda batch, width, elements: 1)
+
+# max pooling (kernels/pooling.cuh): one thread per element, the launches shared with fused_native
+max_pool2d_forward, max_pool2d_backward = _pooling.bind(kernel, cupy, lambda batch: 1)

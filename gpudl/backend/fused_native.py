@@ -18,7 +18,7 @@ import numpy as np
 from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
-from gpudl.backend import conv_kernels, layer_norm_kernels
+from gpudl.backend import conv_kernels, layer_norm_kernels, pooling_kernels
 from gpudl.backend import native_foreach
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import PARALLEL_MIN, kernel
@@ -27,7 +27,7 @@ __all__ = ["ACTIVATION_BACKWARD_USES", "activation_backward", "activation_forwar
            "check_class_indices", "col2im", "dropout_backward", "dropout_forward", "gru_cell_backward",
            "gru_cell_forward", "im2col", "invalid_index_message", "layer_norm_backward", "layer_norm_forward",
            "lstm_cell_backward", "lstm_cell_forward",
-           "masked_softmax_backward", "masked_softmax_forward",
+           "masked_softmax_backward", "masked_softmax_forward", "max_pool2d_backward", "max_pool2d_forward",
            "raise_pending_device_errors", "resolve_activation_params", "rnn_cell_backward",
            "rnn_cell_forward", "sgd_foreach", "sgd_update", "adam_foreach", "softmax_cross_entropy_backward",
            "softmax_cross_entropy_forward"]
@@ -152,6 +152,9 @@ layer_norm_forward, layer_norm_backward = layer_norm_kernels.bind(kernel, np, la
 
 # convolution's im2col and col2im: one launch each, a run along the batch per index (kernels/conv.cuh)
 im2col, col2im = conv_kernels.bind(kernel, np, functools.partial(conv_kernels.host_run, parallel_min=PARALLEL_MIN))
+
+# max pooling: one launch forward, one backward, a run along the batch per index (kernels/pooling.cuh)
+max_pool2d_forward, max_pool2d_backward = pooling_kernels.bind(kernel, np, pooling_kernels.host_run)
 
 
 def __getattr__(name):

@@ -16,6 +16,7 @@ from gpudl.backend.erf import erf as _erf64
 from gpudl.backend.masked_softmax import masked_softmax_backward, masked_softmax_forward  # noqa: F401 (attention)
 from gpudl.backend.layer_norm_kernels import layer_norm_backward, layer_norm_forward  # noqa: F401 (LayerNorm)
 from gpudl.backend.conv_kernels import col2im, im2col  # noqa: F401 (Conv2d)
+from gpudl.backend.pooling_kernels import max_pool2d_backward, max_pool2d_forward  # noqa: F401 (MaxPool2d)
 from gpudl.backend.kernel_specs import (ACTIVATION_BACKWARD_USES, ACTIVATION_PARAMS, ACTIVATIONS,
                                         adam_bias_corrections)
 

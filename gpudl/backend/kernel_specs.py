@@ -228,6 +228,9 @@ def _layer_norm_specs():
     }
 
 
+# The winning tap of a max-pool window: int8 below 128 taps, else int32.
+POOL_INDEX_DTYPES = ("int8", "int32")
+
 # The scalar geometry both conv kernels take, in order (kernels/conv.cuh).
 CONV_GEOMETRY = ("run_length", "batch", "height", "width", "kernel_h", "kernel_w", "out_h", "out_w",
                  "stride_h", "stride_w", "pad_top", "pad_left", "dilation_h", "dilation_w")
@@ -249,9 +252,27 @@ def _conv_specs():
     }
 
 
+def _pooling_specs():
+    # Max pooling (kernels/pooling.cuh), all arrays raw, flat and batch-last, the geometry of
+    # conv.cuh, launched with size = elements / run: forward over y and index [C, OH, OW, N] (I: int8
+    # or int32, a 1-element dummy without keep_index), backward over gx [C, H, W, N].
+    headers = ("conv.cuh", "pooling.cuh")
+    geometry = ", ".join(f"int64 {p}" for p in CONV_GEOMETRY)
+    return {
+        "max_pool2d_forward": _elementwise(
+            "gpudl_max_pool2d_forward",
+            f"raw T x, {geometry}, bool keep_index", "raw T y, raw I index",
+            f"gpudl::max_pool2d_forward<T, I>(x, i, {', '.join(CONV_GEOMETRY)}, keep_index, y, index)",
+            *headers),
+        "max_pool2d_backward": _elementwise(
+            "gpudl_max_pool2d_backward", f"raw T gy, raw I index, {geometry}", "raw T gx",
+            f"gpudl::max_pool2d_backward<T>(gy, index, i, {', '.join(CONV_GEOMETRY)}, gx)", *headers),
+    }
+
+
 KERNELS = {**_activation_specs(), **_softmax_cross_entropy_specs(), **_dropout_specs(),
            **_optimizer_specs(), **_rnn_specs(), **_attention_specs(), **_layer_norm_specs(),
-           **_conv_specs()}
+           **_conv_specs(), **_pooling_specs()}
 
 # Raw params of the recurrent kernels and their ndim: gate rows [B, G*H], bias [3H], lengths [B].
 RNN_RAW_NDIM = {"gates": 2, "hw": 2, "xw": 2, "act": 2, "dgates": 2, "dgx": 2, "dgh": 2,
@@ -334,6 +355,7 @@ def _signatures():
     sigs.update(_attention_signatures())
     sigs.update(_layer_norm_signatures())
     sigs.update(_conv_signatures())
+    sigs.update(_pooling_signatures())
     return sigs
 
 
@@ -403,6 +425,20 @@ def _conv_signatures():
             col2im.append(Signature((dt,) + geometry + (dt,), idx32=idx32,
                                     raw_ndim=(("gcols", 1), ("gx", 1))))
     return {"im2col": im2col, "col2im": col2im}
+
+
+def _pooling_signatures():
+    """Per dtype T and index dtype (int8, int32): flat raw arrays, 32- and 64-bit indexing."""
+    geometry = (_scalar("int64"),) * len(CONV_GEOMETRY)
+    forward, backward = [], []
+    for dt in FLOAT_DTYPES:
+        for index_dt in POOL_INDEX_DTYPES:
+            for idx32 in (True, False):
+                forward.append(Signature((dt,) + geometry + (_scalar("bool"), dt, index_dt),
+                                         idx32=idx32, raw_ndim=(("x", 1), ("y", 1), ("index", 1))))
+                backward.append(Signature((dt, index_dt) + geometry + (dt,), idx32=idx32,
+                                          raw_ndim=(("gy", 1), ("index", 1), ("gx", 1))))
+    return {"max_pool2d_forward": forward, "max_pool2d_backward": backward}
 
 
 SIGNATURES = _signatures()

@@ -1,5 +1,6 @@
-"""Max and average pooling over 2-D windows, as elementwise ops over the k² strided views of the
-input (one view per window tap), never a loop over pixels."""
+"""Max and average pooling over 2-D windows: max pooling by one fused kernel each way
+(kernels/pooling.cuh), average pooling as elementwise ops over the k² strided views of the input
+(one view per window tap), never a loop over pixels."""
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
 from ..backend.buffer_pool import POOL
@@ -8,7 +9,7 @@ from .conv import TO_BATCH_LAST, TO_NCHW, batch_last_padded, output_size, pair, 
 
 
 class _Pool2d(Function):
-    """What max and average pooling share: the padded input, the window taps, the gradient buffer."""
+    """Average pooling's window geometry: the padded input, the window taps, the gradient buffer."""
 
     def __init__(self, kernel, stride, pads, dilation, out_hw):
         self.kernel, self.stride, self.pads, self.dilation, self.out_hw = kernel, stride, pads, dilation, out_hw
@@ -26,19 +27,11 @@ class _Pool2d(Function):
             for j in range(self.kernel[1]):
                 yield window_tap(i, j, self.out_hw, self.stride, self.dilation)
 
-    def _padded_gradient(self, dtype, zeroed=True):
-        """An array shaped like the padded input [N, C, Hp, Wp], stored batch-last like a conv layer's
-        data: zeros, or (``zeroed=False``, for callers that write every element) uninitialised."""
+    def _padded_gradient(self, dtype):
+        """Zeros shaped like the padded input [N, C, Hp, Wp], stored batch-last like a conv layer's data."""
         top, bottom, left, right = self.pads
         n, c, h, w = self.x_shape
-        make = self.xp.zeros if zeroed else self.xp.empty
-        return make((c, h + top + bottom, w + left + right, n), dtype=dtype).transpose(TO_NCHW)
-
-    def _tiling(self):
-        """True when the windows cover the padded input exactly once (e.g. 2x2 windows, stride 2, even size)."""
-        padded = (self.x_shape[2] + self.pads[0] + self.pads[1], self.x_shape[3] + self.pads[2] + self.pads[3])
-        return all(self.dilation[a] == 1 and self.stride[a] == self.kernel[a] and self.out_hw[a] * self.stride[a]
-                   == padded[a] for a in (0, 1))
+        return self.xp.zeros((c, h + top + bottom, w + left + right, n), dtype=dtype).transpose(TO_NCHW)
 
     def _batch_last(self, grad):
         """``grad`` stored batch-last like the gradient buffer its taps are routed into (a copy only if it
@@ -59,52 +52,29 @@ class _Pool2d(Function):
             self.padded_source = None
 
 
-class MaxPool2d(_Pool2d):
-    """Max over each window; padding counts as -inf. The gradient goes to the first maximum of a
-    window in row-major window order (as PyTorch), so tied inputs never share it.
+class MaxPool2d(Function):
+    """Max over each window by the fused kernels of ``backend.fused`` (kernels/pooling.cuh), with
+    PyTorch's semantics: padding is never a candidate, the gradient goes to the first maximum of a
+    window in row-major window order (tied inputs never share it), a NaN wins its window.
 
-    With ``keep_index`` forward records which tap won each window (a strict ``>`` keeps the first
-    of equal values), so backward needs neither the input nor a comparison with the output.
+    With ``keep_index`` forward records which tap won each window, so backward needs neither the
+    input nor a comparison with the output.
     """
 
     def __init__(self, kernel, stride, pads, dilation, out_hw, keep_index):
-        super().__init__(kernel, stride, pads, dilation, out_hw)
+        self.kernel, self.stride, self.pads, self.dilation, self.out_hw = kernel, stride, pads, dilation, out_hw
         self.keep_index = keep_index
 
     def forward(self, x):
-        xp = self.xp
         self.x_shape = x.shape
-        source = self._padded(x, -float("inf"))
-        taps = self._taps()
-        out = source[next(taps)].copy(order="K")
-        index = None
-        if self.keep_index:  # *_like: the same memory order as out; the scratch is reused for every tap
-            index = xp.zeros_like(out, dtype="int8" if self.kernel[0] * self.kernel[1] < 128 else "int32")
-            improved, candidate = xp.empty_like(out, dtype=bool), xp.empty_like(index)
-        for k, tap in enumerate(taps, 1):
-            window = source[tap]
-            if index is not None:  # taps come in increasing k, so the last strict improvement is a max
-                xp.greater(window, out, out=improved)
-                xp.maximum(index, xp.multiply(improved, index.dtype.type(k), out=candidate), out=index)
-            xp.maximum(out, window, out=out)
-        self._give_back()
-        self.index = index
-        return out
+        y, self.index = self.backend.fused.max_pool2d_forward(x, self.kernel, self.stride, self.pads, self.dilation,
+                                                              self.out_hw, self.keep_index)
+        return y.transpose(TO_NCHW)
 
     def backward(self, grad):
-        xp = self.xp
-        grad = self._batch_last(grad)
-        gpad = self._padded_gradient(grad.dtype, zeroed=not self._tiling())
-        overlapping = any(s < self.dilation[a] * (self.kernel[a] - 1) + 1 for a, s in enumerate(self.stride))
-        mask = xp.empty_like(self.index, dtype=bool)
-        for k, tap in enumerate(self._taps()):
-            target = gpad[tap]
-            xp.equal(self.index, k, out=mask)
-            if overlapping:
-                xp.add(target, grad * mask, out=target)
-            else:  # each input element is in at most one window: write instead of add
-                xp.multiply(grad, mask, out=target)
-        return self._crop(gpad)
+        gx = self.backend.fused.max_pool2d_backward(grad.transpose(TO_BATCH_LAST), self.index, self.x_shape,
+                                                    self.kernel, self.stride, self.pads, self.dilation)
+        return gx.transpose(TO_NCHW)
 
 
 class AvgPool2d(_Pool2d):

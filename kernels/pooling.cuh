@@ -1,0 +1,137 @@
+// Max pooling over 2-D windows (gpudl/ops/pooling.py), forward and backward, generic over T in
+// {float16, float32, float64} and the index type I (int8 when a window has fewer than 128 taps,
+// else int32).
+//
+// Layouts and geometry as in conv.cuh (whose conv_tap_output this uses): the input x and its
+// gradient gx are C-contiguous [C, H, W, N] (batch-last), the output y, the winning taps `index`
+// and the output gradient gy C-contiguous [C, OH, OW, N]. Output (oh, ow) reads tap (ki, kj) at input row
+// oh*stride_h - pad_top + ki*dil_h and column ow*stride_w - pad_left + kj*dil_w; a tap in the
+// padding is skipped (never a candidate). Each index i covers `run` consecutive elements along N
+// (1 on the GPU, a vectorisable run on the host).
+//
+// Forward, PyTorch's semantics: the taps of a window are visited in row-major order k = ki*KW + kj;
+// the first tap inside the input is taken, then a tap replaces the maximum when it is greater or
+// NaN. So the first of tied maxima wins, the last NaN of a window wins (NaN propagates, and its
+// tap is recorded), and a window of -inf records its first real tap.
+//
+// Backward is a gather over the windows that cover each element of gx: the sum, in tap order
+// (ki, kj), of the gy of the windows whose recorded tap is the one reading this element, each
+// addition in A = acc_t<T> rounded to T (as PyTorch sums into the gradient of its dtype). An index
+// owns its elements of gx (no atomics, deterministic, one write per element on the GPU); without
+// overlap (stride >= window extent) an element is its window's gy or 0.
+#ifndef GPUDL_POOLING_CUH
+#define GPUDL_POOLING_CUH
+// Needs common.cuh and conv.cuh first (gpudl.backend.kernel_specs builds the preamble).
+
+namespace gpudl {
+
+// Folds tap k (input elements x[e], e < len) into the running maxima best[e] and their taps
+// arg[e]. Bitwise | and selects, no branches, and pointers that do not alias: on the host the
+// compiler turns the loop into vector compares and blends (a branch per element would be
+// mispredicted half the time on real data).
+template <typename A, typename X, typename B, typename G>
+__device__ inline void max_pool_take(const X* __restrict__ x, B* __restrict__ best,
+                                     G* __restrict__ arg, long long len, int k, bool first,
+                                     bool keep_index) {
+  for (long long e = 0; e < len; ++e) {
+    const A v = A(x[e]);
+    const A b = A(best[e]);
+    const bool take = first | (v > b) | (v != v);
+    best[e] = take ? v : b;
+    if (keep_index) arg[e] = take ? k : int(arg[e]);
+  }
+}
+
+// Adds to acc[e] (e < len) the gradients gy[e] of the windows whose recorded tap index[e] is k,
+// in A and rounded to the accumulator's type T.
+template <typename A, typename T, typename G, typename I>
+__device__ inline void max_pool_gather(const G* __restrict__ gy, const I* __restrict__ index,
+                                       T* __restrict__ acc, long long len, int k) {
+  for (long long e = 0; e < len; ++e) {
+    acc[e] = T(A(acc[e]) + (int(index[e]) == k ? A(gy[e]) : A(0)));
+  }
+}
+
+// The running maximum and tap live in registers for a run of 1 (the GPU's launch), and in the
+// output rows y and index for longer runs (the host's: the compiler vectorises loops over rows in
+// memory, not over small local arrays).
+template <typename T, typename I, typename X, typename Y, typename Idx>
+__device__ inline void max_pool2d_forward(const X& x, long long i, long long run, long long N,
+                                          long long H, long long W, long long KH, long long KW,
+                                          long long OH, long long OW, long long stride_h,
+                                          long long stride_w, long long pad_top,
+                                          long long pad_left, long long dil_h, long long dil_w,
+                                          bool keep_index, Y& y, Idx& index) {
+  typedef acc_t<T> A;
+  const long long start = i * run;
+  const long long n0 = start % N;
+  long long r = start / N;
+  const long long ow = r % OW;
+  r /= OW;
+  const long long oh = r % OH;
+  const long long c = r / OH;
+  const long long h0 = oh * stride_h - pad_top;
+  const long long w0 = ow * stride_w - pad_left;
+  A best[1] = {A(0)};  // the run of 1's registers; a window always has a real tap (padding <= half)
+  int arg[1] = {0};
+  bool first = true;
+  for (long long ki = 0; ki < KH; ++ki) {
+    const long long ih = h0 + ki * dil_h;
+    if (ih < 0 || ih >= H) continue;
+    for (long long kj = 0; kj < KW; ++kj) {
+      const long long iw = w0 + kj * dil_w;
+      if (iw < 0 || iw >= W) continue;
+      const long long base = ((c * H + ih) * W + iw) * N + n0;
+      const int k = int(ki * KW + kj);
+      if (run == 1) {
+        max_pool_take<A>(&x[base], best, arg, 1, k, first, true);
+      } else {
+        max_pool_take<A>(&x[base], &y[start], &index[start], run, k, first, keep_index);
+      }
+      first = false;
+    }
+  }
+  if (run == 1) {
+    y[start] = T(best[0]);
+    if (keep_index) index[start] = I(arg[0]);
+  }
+}
+
+// Input gradients summed in T, tap by tap, in a register for a run of 1 and in the rows of gx
+// for longer runs (as the forward).
+template <typename T, typename G, typename Idx, typename Gx>
+__device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long long i,
+                                           long long run, long long N, long long H, long long W,
+                                           long long KH, long long KW, long long OH, long long OW,
+                                           long long stride_h, long long stride_w,
+                                           long long pad_top, long long pad_left, long long dil_h,
+                                           long long dil_w, Gx& gx) {
+  typedef acc_t<T> A;
+  const long long start = i * run;
+  const long long n0 = start % N;
+  long long r = start / N;
+  const long long w = r % W;
+  r /= W;
+  const long long h = r % H;
+  const long long c = r / H;
+  T acc[1] = {T(0)};
+  if (run != 1) {
+    for (long long e = 0; e < run; ++e) gx[start + e] = T(0);
+  }
+  for (long long ki = 0; ki < KH; ++ki) {
+    const long long oh = conv_tap_output(h, ki, pad_top, dil_h, stride_h, OH);
+    if (oh < 0) continue;
+    for (long long kj = 0; kj < KW; ++kj) {
+      const long long ow = conv_tap_output(w, kj, pad_left, dil_w, stride_w, OW);
+      if (ow < 0) continue;
+      const long long from = ((c * OH + oh) * OW + ow) * N + n0;
+      const int k = int(ki * KW + kj);
+      max_pool_gather<A>(&gy[from], &index[from], run == 1 ? acc : &gx[start], run, k);
+    }
+  }
+  if (run == 1) gx[start] = acc[0];
+}
+
+}  // namespace gpudl
+
+#endif  // GPUDL_POOLING_CUH
