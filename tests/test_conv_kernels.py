@@ -206,3 +206,24 @@ def test_conv2d_on_the_device(device):
         results[where] = [to_numpy(a) for a in (y, z, x.grad, w.grad)]
     for got, want in zip(results[device], results["cpu"]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups", [
+    (1, 1, 1, 1), (2, 0, 1, 1), (1, 2, 2, 1), ((2, 1), (1, 2), (1, 2), 2), (1, "same", 1, 2)])
+def test_conv2d_matches_pytorch(torch, stride, padding, dilation, groups):
+    """F.conv2d against torch.nn.functional.conv2d in float64, forward and the input, weight and
+    bias gradients, from an NCHW input (a first layer) and through a second, batch-last one."""
+    rng = np.random.default_rng(3)
+    x_host = rng.standard_normal((5, 4, 9, 8))
+    w1_host, b1_host = rng.standard_normal((6, 4 // groups, 3, 3)), rng.standard_normal(6)
+    w2_host = rng.standard_normal((4, 6 // groups, 2, 3))
+    results = []
+    for lib, functional in ((gd, F), (torch, torch.nn.functional)):
+        x, w1, b1, w2 = (lib.tensor(a, requires_grad=True) for a in (x_host, w1_host, b1_host, w2_host))
+        y = functional.conv2d(x, w1, b1, stride, padding, dilation, groups)
+        z = functional.conv2d(functional.relu(y), w2, None, 1, 1, 1, groups)
+        (z * lib.tensor(np.linspace(-1, 1, z.numel()).reshape(tuple(z.shape)))).sum().backward()
+        results.append([a.detach().numpy() for a in (y, z, x.grad, w1.grad, b1.grad, w2.grad)])
+    for got, want in zip(*results):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
