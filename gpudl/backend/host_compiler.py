@@ -37,22 +37,136 @@ SHIM = r"""
 #define __device__
 #define __host__
 #define __forceinline__ inline
-using std::exp; using std::expm1; using std::log; using std::log1p;
-using std::erf; using std::sqrt; using std::isfinite; using std::isnan; using std::max;
-using std::min; using std::fabs;
-// tanh in float: glibc's tanhf goes through expm1f and costs ~30 ns; from exp in double the
-// result rounds to the correctly rounded float (x itself below 2^-12, where tanh x = x in float).
-// tanh(double) stays the C library's.
-inline float tanh(float x) {
-  const double a = std::fabs((double)x);
-  if (a < 0x1p-12) return x;
-  const double e = std::exp(2.0 * a);
-  return std::copysign((float)(1.0 - 2.0 / (e + 1.0)), x);
-}
+using std::sqrt; using std::isfinite; using std::isnan; using std::max; using std::min;
+using std::fabs;
 #define CUDART_INF_F __builtin_inff()
 #define CUDART_NAN_F __builtin_nanf("")
 #define CUDART_INF __builtin_inf()
 #define CUDART_NAN __builtin_nan("")
+
+// Float exp, expm1, log, log1p, tanh and erf without calls or branches, so that the kernels' loops
+// over them vectorise (glibc's are scalar calls). Each works in double: the float argument is
+// exact there, a polynomial with ~1e-12 relative error follows the range reduction, and the one
+// rounding to float at the end gives the correctly rounded result but for rare near-ties (< 1 ulp),
+// including overflow to inf, underflow to 0 and subnormal results at glibc's thresholds. Cases
+// outside a formula's domain (NaN, +-inf, +-0, x <= -1 for log1p) are chosen by selects that the
+// compiler turns into blends. The double overloads stay the C library's.
+// Always inlined: a call left in a loop (GCC's size heuristics) would keep it scalar.
+#define GPUDL_MATH inline __attribute__((always_inline))
+namespace gpudl_math {
+GPUDL_MATH double bits_to_double(std::uint64_t b) { double d; __builtin_memcpy(&d, &b, 8); return d; }
+GPUDL_MATH std::uint64_t double_to_bits(double d) { std::uint64_t b; __builtin_memcpy(&b, &d, 8); return b; }
+GPUDL_MATH double horner(double, double c) { return c; }
+template <typename... Rest> GPUDL_MATH double horner(double t, double c, double next, Rest... rest) {
+  return horner(t, c * t + next, rest...);  // coefficients from the highest degree down
+}
+// NaN fails both compares and passes through.
+GPUDL_MATH double clamp(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// x = n ln2 + r with |r| <= ln2/2: 2^n in scale, expm1(r) in em1r (Taylor to r^11, rel. 1e-12).
+// Caller keeps x within [-110, 90] (scale stays a normal double). Adding 1.5 * 2^52 rounds
+// x / ln2 to the integer n held in the low mantissa bits; shifting them into the exponent field
+// builds 2^n without a float-to-integer conversion.
+GPUDL_MATH void exp_reduce(double x, double& scale, double& em1r, double& n) {
+  const double shifter = 0x1.8p52;
+  const double k = x * 1.4426950408889634 + shifter;
+  n = k - shifter;
+  const double r = x - n * 0.6931471805599453;
+  scale = bits_to_double((double_to_bits(k) << 52) + (std::uint64_t(1023) << 52));
+  em1r = r * horner(r, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
+                    1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0);
+}
+GPUDL_MATH double exp_core(double x) {  // exp(x) for x in [-110, 90] or NaN
+  double scale, em1r, n;
+  exp_reduce(x, scale, em1r, n);
+  return scale + scale * em1r;
+}
+GPUDL_MATH double expm1_core(double x) {  // expm1(x) for x in [-110, 90] or NaN; exact sign of 0
+  double scale, em1r, n;
+  exp_reduce(x, scale, em1r, n);
+  return n == 0 ? em1r : scale * em1r + (scale - 1.0);
+}
+// log(u) for a positive normal double u: u = 2^k m with m in [sqrt(1/2), sqrt(2)), then
+// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, as an odd series to s^17.
+GPUDL_MATH double log_core(double u) {
+  const std::uint64_t offset = double_to_bits(0.70710678118654752440) ;
+  const std::int64_t k = std::int64_t(double_to_bits(u) - offset) >> 52;
+  const double m = bits_to_double(double_to_bits(u) - (std::uint64_t(k) << 52));
+  const double f = m - 1.0;
+  const double s = f / (2.0 + f);
+  const double z = s * s;
+  const double series = horner(z, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11, 1.0 / 9, 1.0 / 7,
+                               1.0 / 5, 1.0 / 3);
+  return double(k) * 0.6931471805599453 + (2.0 * s + 2.0 * s * z * series);
+}
+}  // namespace gpudl_math
+
+// exp in float arithmetic (twice the lanes of double; exp is the most used): x = n ln2 + r with
+// ln2 split in two (n * hi exact for |n| < 256), exp r by Taylor to r^7 (truncation < 0.1 ulp; < 1 ulp in all),
+// times 2^(n/2) 2^(n - n/2), so that subnormal results round once and n = 128 still overflows.
+GPUDL_MATH float exp(float x) {
+  const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);  // exp(-104) rounds to 0
+  const float shifter = 0x1.8p23f;
+  const float k = xc * 1.44269504f + shifter;
+  const float n = k - shifter;
+  const float r = (xc - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f;
+  const float tail = r * r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (
+      1.0f / 720 + r * (1.0f / 5040))))));
+  const float p = 1.0f + (r + tail);  // r exact, the small tail's rounding errors stay small
+  std::uint32_t kb;
+  __builtin_memcpy(&kb, &k, 4);
+  const std::int32_t ni = std::int32_t(kb - 0x4B400000u), half = ni >> 1;  // k's bits - shifter's
+  const std::uint32_t b1 = std::uint32_t(half + 127) << 23, b2 = std::uint32_t(ni - half + 127) << 23;
+  float s1, s2;
+  __builtin_memcpy(&s1, &b1, 4);
+  __builtin_memcpy(&s2, &b2, 4);
+  return p * s1 * s2;
+}
+GPUDL_MATH float expm1(float x) {
+  return (float)gpudl_math::expm1_core(gpudl_math::clamp(x, -110.0, 90.0));
+}
+GPUDL_MATH float log(float x) {
+  const float value = (float)gpudl_math::log_core(x);
+  return x < CUDART_INF_F ? (x > 0 ? value : (x == 0 ? -CUDART_INF_F : CUDART_NAN_F)) : x;
+}
+// log1p(x) = log(u) + c / u with u = 1 + x rounded and c its rounding error (exact in double);
+// log1p has the sign of x, which copysign gives -0 as well.
+GPUDL_MATH float log1p(float x) {
+  const double xd = x, u = 1.0 + xd;
+  const double c = xd > 1.0 ? 1.0 - (u - xd) : xd - (u - 1.0);
+  const float value = std::copysign((float)(gpudl_math::log_core(u) + c / u), x);
+  return x < CUDART_INF_F ? (x > -1 ? value : (x == -1 ? -CUDART_INF_F : CUDART_NAN_F)) : x;
+}
+// tanh in float, from the float exp (< 1.03 ulp): |x| + |x|^3 P(x^2) below 0.8 (P: a least-squares
+// fit of (tanh a - a) / a^3 in a^2 over [0, 0.81], relative error 5e-8), above it
+// 1 - 2 / (exp(2|x|) + 1) (the fraction is below 0.34, so exp's error shrinks); 1.0f from 9.01.
+GPUDL_MATH float tanh(float x) {
+  const float a = std::fabs(x) > 10.0f ? 10.0f : std::fabs(x), z = a * a;  // NaN passes
+  const float p = -0x1.5555560p-2f + z * (0x1.1111080p-3f + z * (-0x1.ba181a0p-5f + z * (
+      0x1.66073c0p-6f + z * (-0x1.1f8fbc0p-7f + z * (0x1.b62d8c0p-9f + z * (-0x1.1106c20p-10f +
+      z * 0x1.7f97160p-13f))))));
+  const float small = a + a * (z * p);
+  const float large = 1.0f - 2.0f / (exp(2.0f * a) + 1.0f);
+  return std::copysign(a < 0.8f ? small : large, x);
+}
+// erf|x| = |x| P(x^2) below 1, 1 - exp(-x^2) R(|x|) from 1 to 4 (erf is 1.0f from 3.92 on); P, R:
+// least-squares Chebyshev fits of erf(a) / a and erfc(a) exp(a^2) (relative error ~1e-12), in
+// the variables 2 x^2 - 1 and (|x| - 2.5) / 1.5, highest degree first.
+GPUDL_MATH float erf(float x) {
+  const double a = gpudl_math::clamp(std::fabs((double)x), 0.0, 4.0);
+  const double z = a * a;
+  const double small = a * gpudl_math::horner(2.0 * z - 1.0,
+      0x1.1c6a1bb993186p-28, -0x1.449783a19a2a1p-24, 0x1.4864d6da1ff3ap-20, -0x1.263816a7c3821p-16,
+      0x1.c82aa346ae5f4p-13, -0x1.2b902c4de02b5p-9, 0x1.454368013bd24p-6, -0x1.1fd16291d5e60p-3,
+      0x1.ee51eb23cb88bp-1);
+  const double large = 1.0 - gpudl_math::exp_core(-z) * gpudl_math::horner((a - 2.5) / 1.5,
+      0x1.d790f73dfb492p-23, -0x1.55fcfa556f22ep-21, 0x1.f5c9917f5f758p-21, -0x1.66488d2267dd8p-19,
+      0x1.2aa9fd4ab2c3ep-17, -0x1.93dfce4948a60p-16, 0x1.05fee151c6ca0p-14, -0x1.533c6a8df94b0p-13,
+      0x1.acffbb44ee8e8p-12, -0x1.07b15b2c8cb01p-10, 0x1.3b0cc3fc54f2ap-9, -0x1.6d14bbc0bfde1p-8,
+      0x1.994077dcb2afep-7, -0x1.ba746d74a035ap-6, 0x1.cba83bc5cec98p-5, -0x1.c8ca43e6deff4p-4,
+      0x1.afbb3f3b74e1ap-3);
+  return std::copysign((float)(a < 1.0 ? small : large), x);
+}
 
 // Mirrors cupy/float16.cuh: arithmetic in float, rounding to half on construction/assignment.
 class float16 {
