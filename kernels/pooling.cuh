@@ -26,20 +26,40 @@
 namespace gpudl {
 
 // Folds tap k (input elements x[e], e < len) into the running maxima best[e] and their taps
-// arg[e]. Bitwise | and selects, no branches, and pointers that do not alias: on the host the
-// compiler turns the loop into vector compares and blends (a branch per element would be
-// mispredicted half the time on real data).
-template <typename A, typename X, typename B, typename G>
+// arg[e] (KEEP_INDEX). Bitwise | and selects, no branches (KEEP_INDEX is a template argument),
+// and pointers that do not alias: on the host the compiler turns the loop into vector compares
+// and blends (a branch per element would be mispredicted half the time on real data).
+template <bool KEEP_INDEX, typename A, typename X, typename B, typename G>
 __device__ inline void max_pool_take(const X* __restrict__ x, B* __restrict__ best,
-                                     G* __restrict__ arg, long long len, int k, bool first,
-                                     bool keep_index) {
+                                     G* __restrict__ arg, long long len, int k, bool first) {
+  if (first) {
+    for (long long e = 0; e < len; ++e) {
+      best[e] = x[e];
+      if (KEEP_INDEX) arg[e] = k;
+    }
+    return;
+  }
   for (long long e = 0; e < len; ++e) {
     const A v = A(x[e]);
     const A b = A(best[e]);
-    const bool take = first | (v > b) | (v != v);
+    const bool take = (v > b) | (v != v);
     best[e] = take ? v : b;
-    if (keep_index) arg[e] = take ? k : int(arg[e]);
+    if (KEEP_INDEX) arg[e] = take ? k : int(arg[e]);
   }
+}
+
+// Index i's first element i*run of a C-contiguous [C, H, W, N] array, as (c, h, w, n0).
+__device__ inline long long pool_position(long long i, long long run, long long N, long long H,
+                                          long long W, long long& c, long long& h, long long& w,
+                                          long long& n0) {
+  const long long start = i * run;
+  n0 = start % N;
+  long long r = start / N;
+  w = r % W;
+  r /= W;
+  h = r % H;
+  c = r / H;
+  return start;
 }
 
 // Adds to acc[e] (e < len) the gradients gy[e] of the windows whose recorded tap index[e] is k,
@@ -52,9 +72,31 @@ __device__ inline void max_pool_gather(const G* __restrict__ gy, const I* __rest
   }
 }
 
+// Folds every tap inside the input of the windows at rows h0.. and columns w0.. of channel c
+// (elements n0 .. n0 + len - 1 along N) into best and arg, in row-major tap order.
+template <bool KEEP_INDEX, typename A, typename X, typename B, typename G>
+__device__ inline void max_pool_window(const X& x, long long c, long long h0, long long w0,
+                                       long long n0, long long N, long long H, long long W,
+                                       long long KH, long long KW, long long dil_h,
+                                       long long dil_w, B* best, G* arg, long long len) {
+  bool first = true;
+  for (long long ki = 0; ki < KH; ++ki) {
+    const long long ih = h0 + ki * dil_h;
+    if (ih < 0 || ih >= H) continue;
+    for (long long kj = 0; kj < KW; ++kj) {
+      const long long iw = w0 + kj * dil_w;
+      if (iw < 0 || iw >= W) continue;
+      max_pool_take<KEEP_INDEX, A>(&x[((c * H + ih) * W + iw) * N + n0], best, arg, len,
+                                   int(ki * KW + kj), first);
+      first = false;
+    }
+  }
+}
+
 // The running maximum and tap live in registers for a run of 1 (the GPU's launch), and in the
 // output rows y and index for longer runs (the host's: the compiler vectorises loops over rows in
-// memory, not over small local arrays).
+// memory, not over small local arrays). A window always has a tap inside the input (padding is
+// at most half the window).
 template <typename T, typename I, typename X, typename Y, typename Idx>
 __device__ inline void max_pool2d_forward(const X& x, long long i, long long run, long long N,
                                           long long H, long long W, long long KH, long long KW,
@@ -63,37 +105,22 @@ __device__ inline void max_pool2d_forward(const X& x, long long i, long long run
                                           long long pad_left, long long dil_h, long long dil_w,
                                           bool keep_index, Y& y, Idx& index) {
   typedef acc_t<T> A;
-  const long long start = i * run;
-  const long long n0 = start % N;
-  long long r = start / N;
-  const long long ow = r % OW;
-  r /= OW;
-  const long long oh = r % OH;
-  const long long c = r / OH;
+  long long c, oh, ow, n0;
+  const long long start = pool_position(i, run, N, OH, OW, c, oh, ow, n0);
   const long long h0 = oh * stride_h - pad_top;
   const long long w0 = ow * stride_w - pad_left;
-  A best[1] = {A(0)};  // the run of 1's registers; a window always has a real tap (padding <= half)
-  int arg[1] = {0};
-  bool first = true;
-  for (long long ki = 0; ki < KH; ++ki) {
-    const long long ih = h0 + ki * dil_h;
-    if (ih < 0 || ih >= H) continue;
-    for (long long kj = 0; kj < KW; ++kj) {
-      const long long iw = w0 + kj * dil_w;
-      if (iw < 0 || iw >= W) continue;
-      const long long base = ((c * H + ih) * W + iw) * N + n0;
-      const int k = int(ki * KW + kj);
-      if (run == 1) {
-        max_pool_take<A>(&x[base], best, arg, 1, k, first, true);
-      } else {
-        max_pool_take<A>(&x[base], &y[start], &index[start], run, k, first, keep_index);
-      }
-      first = false;
-    }
-  }
   if (run == 1) {
+    A best[1];
+    int arg[1];
+    max_pool_window<true, A>(x, c, h0, w0, n0, N, H, W, KH, KW, dil_h, dil_w, best, arg, 1);
     y[start] = T(best[0]);
     if (keep_index) index[start] = I(arg[0]);
+  } else if (keep_index) {
+    max_pool_window<true, A>(x, c, h0, w0, n0, N, H, W, KH, KW, dil_h, dil_w, &y[start],
+                             &index[start], run);
+  } else {  // index is a 1-element dummy
+    max_pool_window<false, A>(x, c, h0, w0, n0, N, H, W, KH, KW, dil_h, dil_w, &y[start],
+                              &index[0], run);
   }
 }
 
@@ -107,13 +134,8 @@ __device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long l
                                            long long pad_top, long long pad_left, long long dil_h,
                                            long long dil_w, Gx& gx) {
   typedef acc_t<T> A;
-  const long long start = i * run;
-  const long long n0 = start % N;
-  long long r = start / N;
-  const long long w = r % W;
-  r /= W;
-  const long long h = r % H;
-  const long long c = r / H;
+  long long c, h, w, n0;
+  const long long start = pool_position(i, run, N, H, W, c, h, w, n0);
   T acc[1] = {T(0)};
   if (run != 1) {
     for (long long e = 0; e < run; ++e) gx[start + e] = T(0);
