@@ -145,8 +145,9 @@ class Optimizer:
             with backend.context(param.device) if backend.needs_device_context else _NO_CONTEXT:
                 update(group, batch)
         finally:
-            POOL.give(param.device, *self._taken)
-            self._taken.clear()
+            if self._taken:
+                POOL.give(param.device, *self._taken)
+                self._taken.clear()
         for param, _, _ in batch:
             param._version[0] += 1
 
