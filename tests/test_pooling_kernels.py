@@ -4,8 +4,9 @@ The NumPy twin against a per-window definition of PyTorch's semantics (padding n
 first of tied maxima, last NaN, a window of -inf records its first real tap); the compiled host
 kernels against the twin bit for bit in float16/32/64 with ties, NaN, -inf, padding, overlapping
 and dilated windows, batch 1, odd sizes, every input layout, int8 and int32 taps, past the OpenMP
-threshold, and launched as on the host (a run along N per index) and as on the GPU (one element); argument errors; ``F.max_pool2d`` on every CPU kernel path and on the device
-(the CuPy double in CI): values, NaN routing and a gradcheck.
+threshold, and launched as on the host (a run along N per index) and as on the GPU (one element);
+argument errors; ``F.max_pool2d`` on every CPU kernel path and on the device (the CuPy double in
+CI): values, NaN routing and a gradcheck; PyTorch's values and gradients (in .venv-torch).
 """
 import types
 
@@ -249,7 +250,8 @@ def test_values_and_gradcheck_on_the_device(device, kernel, stride, padding, dil
 @pytest.mark.parametrize("kernel, stride, padding, dilation", CASES)
 def test_matches_pytorch_with_ties_nan_and_inf(torch, kernel, stride, padding, dilation):
     """Values, and the input gradient for whole-number output gradients, equal PyTorch's
-    F.max_pool2d with ties, NaNs and -infs in the windows (float64: the overlapping windows' sums are exact in either order)."""
+    F.max_pool2d with ties, NaNs and -infs in the windows (the overlapping windows' sums are exact
+    in either order)."""
     x = awkward_input((3, 2, 7, 6), "float64", seed=5)
     weights = np.random.default_rng(6).integers(-4, 5, (3, 2, *out_hw(x.shape, kernel, stride, padding, dilation)))
     xt = torch.tensor(x, requires_grad=True)
