@@ -5,11 +5,11 @@ launches the kernels of ``kernel_specs`` exactly as ``fused_cupy`` does on the G
 :mod:`gpudl.backend.native_kernels` (OpenMP across cores, vectorised). Class indices are checked
 on the host before the launch, as the NumPy twin does (an immediate IndexError).
 
-Under ``GPUDL_CPU_KERNELS=auto`` the ops in :data:`TWIN_FASTER` run as their NumPy twins: NumPy
-computes exp/tanh/log1p over whole arrays with SIMD loops, while these kernels evaluate them one
-element per iteration (their index arithmetic, ``i / hidden`` and ``i % n_class``, keeps the
-compiler from vectorising them), and the twins measured faster on one core at the models' sizes
-(README, "CPU kernels"). ``GPUDL_CPU_KERNELS=native`` runs every op here natively.
+Under ``GPUDL_CPU_KERNELS=auto`` the ops in :data:`TWIN_FASTER` run as their NumPy twins, which
+measured faster on one core at the models' sizes (the numbers are above the list; README, "CPU
+kernels"): NumPy's float32 tanh is faster than the kernels' vectorised one, and the loops of the
+softmax cross-entropy (``i % n_class``) and of the recurrent cells do not vectorise.
+``GPUDL_CPU_KERNELS=native`` runs every op here natively.
 """
 import functools
 
@@ -39,9 +39,16 @@ invalid_index_message = _twin.invalid_index_message
 _check_float = _twin._check_float
 
 TWIN_FASTER = frozenset({
-    "elu_forward", "elu_backward", "sigmoid_forward", "tanh_forward", "softplus_forward",
-    "softplus_backward", "gelu_tanh_forward", "gelu_tanh_backward", "silu_forward",
-    "silu_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    # Activations and softmax cross-entropy, native/twin ns per element (float32, one thread,
+    # medians of 11-21, 2026-12-06, load ~9) at [128, 512] and [512, 4096] / [N, 10] N 128, 512.
+    # Left as twins: tanh 2.9/1.0 5.0/0.4 (NumPy's float32 tanh), softplus 7.0/4.2 10.4/6.3
+    # (log1p in double), sigmoid 0.9/0.8 2.7/1.0 and silu 0.9/0.8 3.0/2.9 (ties), cross-entropy
+    # forward 88/61 48/40 and backward 86/42 29/11 (launches, ``i % n_class``). Native since the
+    # shim's exp/tanh/erf vectorise: elu 3.7/8.5 5.3/12, elu backward 1.5/8.0 0.9/14, silu
+    # backward 3.1/3.4 3.0/6.7, softplus backward 3.7/5.9 2.8/7.0, gelu_tanh 3.5/4.4 3.4/5.7 and
+    # backward 3.7/4.1 5.1/10 (gelu, never listed: 8.7/86 8.4/129).
+    "sigmoid_forward", "tanh_forward", "softplus_forward", "silu_forward",
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward", "gru_cell_forward"})
 _prefer_twin = frozenset()
 
