@@ -6,8 +6,9 @@
 // gradient gx are C-contiguous [C, H, W, N] (batch-last), the output y, the winning taps `index`
 // and the output gradient gy C-contiguous [C, OH, OW, N]. Output (oh, ow) reads tap (ki, kj) at
 // input row oh*stride_h - pad_top + ki*dil_h and column ow*stride_w - pad_left + kj*dil_w; a tap
-// in the padding is skipped (never a candidate). Each index i covers `run` consecutive elements
-// along N (1 on the GPU, a vectorisable run on the host).
+// in the padding is skipped (never a candidate). Each index i covers up to `run` consecutive
+// elements along N of one window position (1 on the GPU; on the host a run of up to 64, which the
+// compiler vectorises: the last run of a position takes what is left of N).
 //
 // Forward, PyTorch's semantics: the taps of a window are visited in row-major order k = ki*KW + kj;
 // the first tap inside the input is taken, then a tap replaces the maximum when it is greater or
@@ -50,13 +51,16 @@ __device__ inline void max_pool_take(const X* __restrict__ x, B* __restrict__ be
   }
 }
 
-// Index i's first element i*run of a C-contiguous [C, H, W, N] array, as (c, h, w, n0).
+// Index i's first element of a C-contiguous [C, H, W, N] array (each position split in runs of
+// `run` along N), as (c, h, w, n0), and its run's length `len`.
 __device__ inline long long pool_position(long long i, long long run, long long N, long long H,
                                           long long W, long long& c, long long& h, long long& w,
-                                          long long& n0) {
-  const long long start = i * run;
-  n0 = start % N;
-  long long r = start / N;
+                                          long long& n0, long long& len) {
+  const long long runs = (N + run - 1) / run;
+  long long r = i / runs;
+  n0 = (i % runs) * run;
+  len = N - n0 < run ? N - n0 : run;
+  const long long start = r * N + n0;
   w = r % W;
   r /= W;
   h = r % H;
@@ -107,8 +111,8 @@ __device__ inline void max_pool2d_forward(const X& x, long long i, long long run
                                           long long pad_left, long long dil_h, long long dil_w,
                                           bool keep_index, Y& y, Idx& index) {
   typedef acc_t<T> A;
-  long long c, oh, ow, n0;
-  const long long start = pool_position(i, run, N, OH, OW, c, oh, ow, n0);
+  long long c, oh, ow, n0, len;
+  const long long start = pool_position(i, run, N, OH, OW, c, oh, ow, n0, len);
   const long long h0 = oh * stride_h - pad_top;
   const long long w0 = ow * stride_w - pad_left;
   if (run == 1) {
@@ -119,10 +123,10 @@ __device__ inline void max_pool2d_forward(const X& x, long long i, long long run
     if (keep_index) index[start] = I(arg[0]);
   } else if (keep_index) {
     max_pool_window<true, A>(x, c, h0, w0, n0, N, H, W, KH, KW, dil_h, dil_w, &y[start],
-                             &index[start], run);
+                             &index[start], len);
   } else {  // index is a 1-element dummy
     max_pool_window<false, A>(x, c, h0, w0, n0, N, H, W, KH, KW, dil_h, dil_w, &y[start],
-                              &index[0], run);
+                              &index[0], len);
   }
 }
 
@@ -136,11 +140,11 @@ __device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long l
                                            long long pad_top, long long pad_left, long long dil_h,
                                            long long dil_w, Gx& gx) {
   typedef acc_t<T> A;
-  long long c, h, w, n0;
-  const long long start = pool_position(i, run, N, H, W, c, h, w, n0);
+  long long c, h, w, n0, len;
+  const long long start = pool_position(i, run, N, H, W, c, h, w, n0, len);
   T acc[1] = {T(0)};
   if (run != 1) {
-    for (long long e = 0; e < run; ++e) gx[start + e] = T(0);
+    for (long long e = 0; e < len; ++e) gx[start + e] = T(0);
   }
   for (long long ki = 0; ki < KH; ++ki) {
     const long long oh = conv_tap_output(h, ki, pad_top, dil_h, stride_h, OH);
@@ -150,7 +154,7 @@ __device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long l
       if (ow < 0) continue;
       const long long from = ((c * OH + oh) * OW + ow) * N + n0;
       const int k = int(ki * KW + kj);
-      max_pool_gather<A>(&gy[from], &index[from], run == 1 ? acc : &gx[start], run, k);
+      max_pool_gather<A>(&gy[from], &index[from], run == 1 ? acc : &gx[start], len, k);
     }
   }
   if (run == 1) gx[start] = acc[0];

@@ -33,7 +33,7 @@ CASES = [  # kernel, stride, (pad_h, pad_w), dilation
     ((2, 2), (1, 3), (1, 0), (2, 2)),   # dilated
     ((1, 1), (2, 2), (0, 0), (1, 1)),   # windows skip elements: their gradient is 0
 ]
-SHAPES = [(1, 1, 5, 5), (3, 2, 7, 6), (33, 3, 9, 8), (64, 2, 8, 8)]  # N: batch 1, odd, one host run
+SHAPES = [(1, 1, 5, 5), (3, 2, 7, 6), (33, 3, 9, 8), (64, 2, 8, 8), (67, 2, 5, 6)]  # N 67: host runs 64 + 3
 
 
 def pads_of(padding):

@@ -21,14 +21,21 @@ from gpudl.backend.conv_kernels import TO_BATCH_LAST, _geometry, _taps
 
 _FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
 
-# The host kernels take up to this many elements along N per index (kernels/pooling.cuh): long
-# enough to vectorise (in chunks of 16), short enough that a small layer still splits across threads.
+# The host kernels take up to this many elements along N per index (kernels/pooling.cuh): GCC
+# vectorises their loops for runs of 32 and more (int8 taps: 32 or 64 lanes; a run of 16 measured
+# 10x slower), and a small layer still splits across threads.
 HOST_RUN = 64
 
 
 def host_run(n):
-    """The run per index of the host kernels for batch ``n``: its largest divisor up to ``HOST_RUN``."""
-    return next(r for r in range(min(n, HOST_RUN), 0, -1) if n % r == 0)
+    """The run per index of the host kernels for batch ``n``."""
+    return min(n, HOST_RUN)
+
+
+def _indices(shape, run):
+    """The launch size over a C-contiguous [C, rows, columns, N] array: runs of ``run`` along N per
+    position, the last of each position shorter when ``run`` does not divide N."""
+    return (shape[0] * shape[1] * shape[2]) * -(-shape[3] // run)
 
 
 def index_dtype(kernel):
@@ -106,7 +113,7 @@ def max_pool2d_backward(gy, index, x_shape, kernel, stride, pads, dilation):
 
 def launch_forward(kernel_object, xp, run_length, x, kernel, stride, pads, dilation, out_hw, keep_index):
     """``(y, index)`` by one launch of the forward kernel (a CuPy or native kernel object; ``xp``
-    its array module; ``run_length(N)`` the elements along N each index covers). An input not laid
+    its array module; ``run_length(N)`` the elements along N each index covers at most). An input not laid
     out batch-last (a first layer's NCHW data) is copied so first, as im2col does."""
     check_arguments("max_pool2d", x.shape, x.dtype, kernel, stride, pads, dilation, out_hw)
     n, c = x.shape[:2]
@@ -116,7 +123,7 @@ def launch_forward(kernel_object, xp, run_length, x, kernel, stride, pads, dilat
         run = run_length(n)
         source = xp.ascontiguousarray(x.transpose(TO_BATCH_LAST))  # a view when already batch-last
         kernel_object(source.reshape(-1), *_geometry(run, x.shape, (c, *kernel, *out_hw, n), stride, pads, dilation),
-                      bool(keep_index), y.reshape(-1), index.reshape(-1), size=y.size // run)
+                      bool(keep_index), y.reshape(-1), index.reshape(-1), size=_indices(y.shape, run))
     return y, (index if keep_index else None)
 
 
@@ -131,14 +138,14 @@ def launch_backward(kernel_object, xp, run_length, gy, index, x_shape, kernel, s
         run = run_length(n)
         kernel_object(xp.ascontiguousarray(gy).reshape(-1), index.reshape(-1),
                       *_geometry(run, x_shape, (c, *kernel, *gy.shape[1:3], n), stride, pads, dilation),
-                      gx.reshape(-1), size=gx.size // run)
+                      gx.reshape(-1), size=_indices(gx.shape, run))
     return gx
 
 
 def bind(kernel_of, xp, run_length):
     """``(max_pool2d_forward, max_pool2d_backward)`` with the twins' signatures, run by the kernels of
     one runner: ``kernel_of(name)`` gives the CuPy or native kernel, ``xp`` is its array module and
-    ``run_length(N)`` the elements each index covers (1 on the GPU, a run along N on the host)."""
+    ``run_length(N)`` the elements each index covers at most (1 on the GPU, :func:`host_run`)."""
     def forward(x, kernel, stride, pads, dilation, out_hw, keep_index):
         return launch_forward(kernel_of("max_pool2d_forward"), xp, run_length, x, kernel, stride, pads, dilation,
                               out_hw, keep_index)
