@@ -18,7 +18,8 @@ import numpy as np
 from . import host_compiler
 from .fused_numpy import _check_float
 from .kernel_specs import KERNELS, adam_bias_corrections
-from .native_kernels import C_TYPES, PARALLEL_MIN, PARALLEL_MIN_CHEAP, dtype_signatures, kernel, parse_params
+from .native_kernels import (C_TYPES, PARALLEL_MIN, PARALLEL_MIN_CHEAP, _serial_after_fork, dtype_signatures, kernel,
+                             parse_params)
 
 OPS = ("sgd", "sgd_momentum", "adam", "adam_amsgrad")
 _SCALAR_CTYPES = {"float64": ctypes.c_double, "bool": ctypes.c_bool}
@@ -133,6 +134,7 @@ def library_source():
 def _entries():
     """``{op: {dtype: C function}}``, built (cached on disk) and loaded once per process."""
     lib = host_compiler.build(library_source(), name="foreach")
+    _serial_after_fork(lib)  # the at-fork handler, should this be the first library with OpenMP loaded
     with_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
     entries = {}
     for op in OPS:
