@@ -68,11 +68,15 @@ __device__ inline long long pool_position(long long i, long long run, long long 
   return start;
 }
 
-// Adds to acc[e] (e < len) the gradients gy[e] of the windows whose recorded tap index[e] is k,
-// in A and rounded to the accumulator's type T.
+// Adds to acc[e] (e < len; to 0 for the `first` covering window) the gradients gy[e] of the
+// windows whose recorded tap index[e] is k, in A and rounded to the accumulator's type T.
 template <typename A, typename T, typename G, typename I>
 __device__ inline void max_pool_gather(const G* __restrict__ gy, const I* __restrict__ index,
-                                       T* __restrict__ acc, long long len, int k) {
+                                       T* __restrict__ acc, long long len, int k, bool first) {
+  if (first) {  // no zeroing pass and no read of acc
+    for (long long e = 0; e < len; ++e) acc[e] = T(A(0) + (int(index[e]) == k ? A(gy[e]) : A(0)));
+    return;
+  }
   for (long long e = 0; e < len; ++e) {
     acc[e] = T(A(acc[e]) + (int(index[e]) == k ? A(gy[e]) : A(0)));
   }
@@ -142,10 +146,9 @@ __device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long l
   typedef acc_t<T> A;
   long long c, h, w, n0, len;
   const long long start = pool_position(i, run, N, H, W, c, h, w, n0, len);
-  T acc[1] = {T(0)};
-  if (run != 1) {
-    for (long long e = 0; e < len; ++e) gx[start + e] = T(0);
-  }
+  T acc[1];
+  T* const sum = run == 1 ? acc : &gx[start];
+  bool first = true;
   for (long long ki = 0; ki < KH; ++ki) {
     const long long oh = conv_tap_output(h, ki, pad_top, dil_h, stride_h, OH);
     if (oh < 0) continue;
@@ -154,8 +157,12 @@ __device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long l
       if (ow < 0) continue;
       const long long from = ((c * OH + oh) * OW + ow) * N + n0;
       const int k = int(ki * KW + kj);
-      max_pool_gather<A>(&gy[from], &index[from], run == 1 ? acc : &gx[start], len, k);
+      max_pool_gather<A>(&gy[from], &index[from], sum, len, k, first);
+      first = false;
     }
+  }
+  if (first) {  // no window covers these elements
+    for (long long e = 0; e < len; ++e) sum[e] = T(0);
   }
   if (run == 1) gx[start] = acc[0];
 }
