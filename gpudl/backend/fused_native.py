@@ -49,7 +49,12 @@ TWIN_FASTER = frozenset({
     # backward 3.7/4.1 5.1/10 (gelu, never listed: 8.7/86 8.4/129).
     "sigmoid_forward", "tanh_forward", "softplus_forward", "silu_forward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-    "rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward", "gru_cell_forward"})
+    # Recurrent cells, measured per step (H 128, float32, one thread, native/twin us at batch
+    # 32/128/512, with the shim's inline exp/tanh, 2026-12-06): only the RNN forward stays on its
+    # twin, (tanh) 11/5 24/11 75/38. Native: lstm forward 25/31 77/96 277/342, gru forward
+    # 18/46 52/132 184/480; backward rnn 9/8 15/16 33/52, lstm 15/38 33/96 79/308, gru 12/47
+    # 25/110 79/412.
+    "rnn_cell_forward"})
 _prefer_twin = frozenset()
 
 
