@@ -75,6 +75,23 @@ __device__ inline long long conv_tap_output(long long p, long long k, long long 
   return o < out ? o : -1;
 }
 
+// Calls visit(ki, kj, oh, ow) for every tap (ki, kj), in row-major order, of the windows that
+// read input position (h, w), with the output position (oh, ow) of that window.
+template <typename Visit>
+__device__ inline void conv_for_each_tap(long long h, long long w, long long KH, long long KW,
+                                         long long OH, long long OW, long long stride_h,
+                                         long long stride_w, long long pad_top, long long pad_left,
+                                         long long dil_h, long long dil_w, Visit visit) {
+  for (long long ki = 0; ki < KH; ++ki) {
+    const long long oh = conv_tap_output(h, ki, pad_top, dil_h, stride_h, OH);
+    if (oh < 0) continue;
+    for (long long kj = 0; kj < KW; ++kj) {
+      const long long ow = conv_tap_output(w, kj, pad_left, dil_w, stride_w, OW);
+      if (ow >= 0) visit(ki, kj, oh, ow);
+    }
+  }
+}
+
 // col2im over the run at `start`, summing CHUNK elements at a time in registers (or L1).
 template <typename T, int CHUNK, typename Cols, typename Gx>
 __device__ inline void col2im_run(const Cols& gcols, long long start, long long run, long long N,
@@ -95,16 +112,11 @@ __device__ inline void col2im_run(const Cols& gcols, long long start, long long 
       const long long m = len - k0 < CHUNK ? len - k0 : CHUNK;
       A acc[CHUNK];
       for (long long k = 0; k < m; ++k) acc[k] = A(0);
-      for (long long ki = 0; ki < KH; ++ki) {
-        const long long oh = conv_tap_output(h, ki, pad_top, dil_h, stride_h, OH);
-        if (oh < 0) continue;
-        for (long long kj = 0; kj < KW; ++kj) {
-          const long long ow = conv_tap_output(w, kj, pad_left, dil_w, stride_w, OW);
-          if (ow < 0) continue;
-          const long long from = ((((c * KH + ki) * KW + kj) * OH + oh) * OW + ow) * N + n + k0;
-          for (long long k = 0; k < m; ++k) acc[k] += A(gcols[from + k]);
-        }
-      }
+      conv_for_each_tap(h, w, KH, KW, OH, OW, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                        [&](long long ki, long long kj, long long oh, long long ow) {
+        const long long from = ((((c * KH + ki) * KW + kj) * OH + oh) * OW + ow) * N + n + k0;
+        for (long long k = 0; k < m; ++k) acc[k] += A(gcols[from + k]);
+      });
       for (long long k = 0; k < m; ++k) gx[start + done + k0 + k] = T(acc[k]);
     }
     done += len;
