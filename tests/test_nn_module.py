@@ -203,7 +203,7 @@ def test_repr_matches_pytorch_layout():
         "Sequential(\n"
         "  (0): Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))\n"
         "  (1): ReLU()\n"
-        "  (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1)\n"
+        "  (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)\n"
         "  (3): Sequential(\n"
         "    (0): Flatten(start_dim=1, end_dim=-1)\n"
         "    (1): Linear(in_features=8, out_features=2, bias=False)\n"

@@ -40,9 +40,14 @@ def pads_of(padding):
     return (padding[0], padding[0], padding[1], padding[1])
 
 
-def out_hw(shape, kernel, stride, padding, dilation):
-    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
-                 for size, p, d, k, s in zip(shape[2:], padding, dilation, kernel, stride))
+def out_hw(shape, kernel, stride, padding, dilation, ceil_mode=False):
+    """PyTorch's output size; with ``ceil_mode`` a last partial window that starts inside the input."""
+    sizes = []
+    for size, p, d, k, s in zip(shape[2:], padding, dilation, kernel, stride):
+        span = size + 2 * p - d * (k - 1) - 1
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        sizes.append(out - 1 if ceil_mode and (out - 1) * s >= size + p else out)
+    return tuple(sizes)
 
 
 def awkward_input(shape, dtype, seed=0):
@@ -55,10 +60,10 @@ def awkward_input(shape, dtype, seed=0):
     return x.astype(dtype)
 
 
-def reference(x, kernel, stride, padding, dilation):
+def reference(x, kernel, stride, padding, dilation, ceil_mode=False):
     """``(y, index)`` [C, OH, OW, N] by the definition, one window position at a time."""
     n, c, h, w = x.shape
-    oh, ow = out_hw(x.shape, kernel, stride, padding, dilation)
+    oh, ow = out_hw(x.shape, kernel, stride, padding, dilation, ceil_mode)
     y = np.zeros((n, c, oh, ow), x.dtype)
     index = np.zeros((n, c, oh, ow), np.int64)
     for a in range(oh):
@@ -96,18 +101,18 @@ def layouts(x):
     return {"batch-last": batch_last, "nchw": np.ascontiguousarray(x), "strided": wide[..., ::2]}
 
 
-def run(module, x, kernel, stride, padding, dilation, gy):
+def run(module, x, kernel, stride, padding, dilation, gy, ceil_mode=False):
     """``(y, index, gx)`` of ``module``'s max_pool2d_forward/backward."""
     pads = pads_of(padding)
     y, index = module.max_pool2d_forward(x, kernel, stride, pads, dilation,
-                                         out_hw(x.shape, kernel, stride, padding, dilation), True)
+                                         out_hw(x.shape, kernel, stride, padding, dilation, ceil_mode), True)
     return y, index, module.max_pool2d_backward(gy, index, x.shape, kernel, stride, pads, dilation)
 
 
-def output_gradient(x, kernel, stride, padding, dilation, seed=1):
+def output_gradient(x, kernel, stride, padding, dilation, seed=1, ceil_mode=False):
     """Small whole numbers: every sum of them is exact, in any order and dtype."""
     n, c = x.shape[:2]
-    shape = (c, *out_hw(x.shape, kernel, stride, padding, dilation), n)
+    shape = (c, *out_hw(x.shape, kernel, stride, padding, dilation, ceil_mode), n)
     return np.random.default_rng(seed).integers(-8, 9, shape).astype(x.dtype)
 
 
@@ -122,6 +127,24 @@ def test_twin_matches_the_definition(dtype, kernel, stride, padding, dilation):
     np.testing.assert_array_equal(y, y_want)
     np.testing.assert_array_equal(index, index_want)
     np.testing.assert_array_equal(gx, reference_grad(gy, index_want, x.shape, kernel, stride, padding, dilation))
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [((3, 3), (2, 2), (0, 1)), ((2, 3), (3, 2), (1, 1))])
+def test_ceil_mode_partial_windows(kernel, stride, padding):
+    """Output sizes that keep a last partial window (7x6 input): twin against the definition, and the
+    native kernels against the twin."""
+    x = awkward_input((3, 2, 7, 6), "float32", seed=7)
+    assert out_hw(x.shape, kernel, stride, padding, (1, 1), True) != out_hw(x.shape, kernel, stride, padding, (1, 1))
+    gy = output_gradient(x, kernel, stride, padding, (1, 1), ceil_mode=True)
+    got = run(twin, x, kernel, stride, padding, (1, 1), gy, ceil_mode=True)
+    y_want, index_want = reference(x, kernel, stride, padding, (1, 1), ceil_mode=True)
+    np.testing.assert_array_equal(got[0], y_want)
+    np.testing.assert_array_equal(got[1], index_want)
+    np.testing.assert_array_equal(got[2], reference_grad(gy, index_want, x.shape, kernel, stride, padding, (1, 1)))
+    if _HAS_COMPILER:
+        from gpudl.backend import fused_native
+        for g, w in zip(run(fused_native, x, kernel, stride, padding, (1, 1), gy, ceil_mode=True), got):
+            np.testing.assert_array_equal(g, w)
 
 
 def test_twin_semantics_on_one_window():
@@ -247,18 +270,21 @@ def test_values_and_gradcheck_on_the_device(device, kernel, stride, padding, dil
                      gd.tensor(x_host, device=device, requires_grad=True))
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("kernel, stride, padding, dilation", CASES)
-def test_matches_pytorch_with_ties_nan_and_inf(torch, kernel, stride, padding, dilation):
+def test_matches_pytorch_with_ties_nan_and_inf(torch, kernel, stride, padding, dilation, ceil_mode):
     """Values, and the input gradient for whole-number output gradients, equal PyTorch's
     F.max_pool2d with ties, NaNs and -infs in the windows (the overlapping windows' sums are exact
     in either order)."""
     x = awkward_input((3, 2, 7, 6), "float64", seed=5)
-    weights = np.random.default_rng(6).integers(-4, 5, (3, 2, *out_hw(x.shape, kernel, stride, padding, dilation)))
+    shape = (3, 2, *out_hw(x.shape, kernel, stride, padding, dilation, ceil_mode))
+    weights = np.random.default_rng(6).integers(-4, 5, shape)
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch.nn.functional.max_pool2d(xt, kernel, stride, padding, dilation)
+    yt = torch.nn.functional.max_pool2d(xt, kernel, stride, padding, dilation, ceil_mode)
     yt.backward(torch.tensor(weights, dtype=torch.float64))
     xg = gd.tensor(x, requires_grad=True)
-    yg = F.max_pool2d(xg, kernel, stride, padding, dilation)
+    yg = F.max_pool2d(xg, kernel, stride, padding, dilation, ceil_mode)
+    assert yg.shape == yt.shape
     np.testing.assert_array_equal(yg.numpy(), yt.detach().numpy())
     yg.backward(gd.tensor(weights.astype(np.float64)))
     np.testing.assert_array_equal(xg.grad.numpy(), xt.grad.numpy())

@@ -43,11 +43,19 @@ def index_dtype(kernel):
     return np.dtype("int8" if kernel[0] * kernel[1] < 128 else "int32")
 
 
-def _expected_out_hw(x_shape, kernel, stride, pads, dilation):
-    h, w = x_shape[2:]
-    return tuple((size + a + b - d * (k - 1) - 1) // s + 1 for size, a, b, d, k, s in
-                 ((h, pads[0], pads[1], dilation[0], kernel[0], stride[0]),
-                  (w, pads[2], pads[3], dilation[1], kernel[1], stride[1])))
+def output_size(x_shape, kernel, stride, pads, dilation, ceil_mode=False):
+    """``(OH, OW)`` as PyTorch's pooling: the number of window positions that fit the padded input,
+    or with ``ceil_mode`` also a last partial one, as long as it starts inside the input or the
+    leading padding."""
+    sizes = []
+    for size, before, after, d, k, s in ((x_shape[2], pads[0], pads[1], dilation[0], kernel[0], stride[0]),
+                                         (x_shape[3], pads[2], pads[3], dilation[1], kernel[1], stride[1])):
+        span = size + before + after - d * (k - 1) - 1
+        out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= size + before:
+            out -= 1
+        sizes.append(out)
+    return tuple(sizes)
 
 
 def check_arguments(op, x_shape, dtype, kernel, stride, pads, dilation, out_hw, gy=None, index=None):
@@ -56,8 +64,8 @@ def check_arguments(op, x_shape, dtype, kernel, stride, pads, dilation, out_hw, 
         raise TypeError(f"{op}: expected a float16/float32/float64 input, got {dtype}")
     if len(x_shape) != 4:
         raise ValueError(f"{op}: expected an input of logical shape [N, C, H, W], got {tuple(x_shape)}")
-    expected = _expected_out_hw(x_shape, kernel, stride, pads, dilation)
-    if tuple(out_hw) != expected or min(expected) < 1:
+    expected = output_size(x_shape, kernel, stride, pads, dilation)
+    if tuple(out_hw) not in (expected, output_size(x_shape, kernel, stride, pads, dilation, True)) or min(out_hw) < 1:
         raise ValueError(f"{op}: output size {tuple(out_hw)} does not fit an input of shape {tuple(x_shape)} with "
                          f"kernel {tuple(kernel)}, stride {tuple(stride)}, padding {tuple(pads)}, dilation "
                          f"{tuple(dilation)} (output size {expected})")

@@ -5,21 +5,22 @@ from .module import Module
 
 
 class MaxPool2d(Module):
-    """Max over k×k windows (``stride`` defaults to ``kernel_size``); padding counts as -inf and may be
-    at most half the kernel. The gradient goes to the first maximum of each window, as PyTorch."""
+    """Max over k×k windows (``stride`` defaults to ``kernel_size``); padding is never a candidate and
+    may be at most half the kernel; ``ceil_mode`` keeps a last partial window. The gradient goes to
+    the first maximum of each window (the last NaN, if any), as PyTorch."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
-        self.padding, self.dilation = padding, dilation
+        self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
 
     def forward(self, x):
-        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}")
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
 class AvgPool2d(Module):

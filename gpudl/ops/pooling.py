@@ -4,6 +4,7 @@
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
 from ..backend.buffer_pool import POOL
+from ..backend.pooling_kernels import output_size as pool_output_size
 from ._util import accumulation_dtype
 from .conv import TO_BATCH_LAST, TO_NCHW, batch_last_padded, output_size, pair, positive_pair, window_tap
 
@@ -124,7 +125,7 @@ class AvgPool2d(_Pool2d):
         return self._crop(gpad)
 
 
-def _pool_args(op, input, kernel_size, stride, padding, dilation):
+def _pool_args(op, input, kernel_size, stride, padding, dilation, ceil_mode=False):
     if input.ndim != 4:
         raise ValueError(f"{op}: expected a 4-D input [N, C, H, W] (or 3-D [C, H, W]), got shape {input.shape}")
     if input.dtype.kind != "f":
@@ -138,15 +139,20 @@ def _pool_args(op, input, kernel_size, stride, padding, dilation):
         raise ValueError(f"{op}: padding {padding!r} must be non-negative and at most half the kernel size "
                          f"{tuple(kernel)}" + (f" (dilated: {tuple(extent)})" if dilation != (1, 1) else ""))
     pads = (ph, ph, pw, pw)
-    return kernel, stride, pads, dilation, output_size(op, input.shape[2:], kernel, stride, pads, dilation)
+    out_hw = output_size(op, input.shape[2:], kernel, stride, pads, dilation)  # checks the input is large enough
+    if ceil_mode:
+        out_hw = pool_output_size(input.shape, kernel, stride, pads, dilation, ceil_mode=True)
+    return kernel, stride, pads, dilation, out_hw
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """Max pooling (PyTorch's ``F.max_pool2d``): input [N, C, H, W] or [C, H, W]; ``stride``
-    defaults to ``kernel_size``; padding (at most half the kernel) counts as -inf."""
+    defaults to ``kernel_size``; padding (at most half the kernel) is never a candidate;
+    ``ceil_mode`` adds a last partial window along an axis where one starts inside the input."""
     if input.ndim == 3:
-        return max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation).squeeze(0)
-    kernel, stride, pads, dilation, out_hw = _pool_args("max_pool2d", input, kernel_size, stride, padding, dilation)
+        return max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode).squeeze(0)
+    kernel, stride, pads, dilation, out_hw = _pool_args("max_pool2d", input, kernel_size, stride, padding, dilation,
+                                                        ceil_mode)
     keep_index = grad_mode.enabled and input.requires_grad
     return MaxPool2d(kernel, stride, pads, dilation, out_hw, keep_index).apply(input)
 
