@@ -120,6 +120,20 @@ def test_shared_products_equal_single_threaded_openblas(shape, dtype, layout):
 
 
 @native
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_four_dimensional_products_run_as_one_batch(dtype):
+    """Attention's [batch, heads, tokens, features] products, the keys transposed as a view."""
+    matmul = shared_matmul()
+    generator = np.random.default_rng(2)
+    q = generator.standard_normal((2, 3, 50, 16)).astype(dtype)
+    k = generator.standard_normal((2, 3, 50, 16)).astype(dtype)
+    scores = matmul(q, np.swapaxes(k, -1, -2))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(scores, np.matmul(q, np.swapaxes(k, -1, -2)), rtol=8 * eps, atol=32 * eps)
+    assert matmul(np.ones((2, 0, 3, 4), dtype), np.ones((2, 0, 4, 5), dtype)).shape == (2, 0, 3, 5)
+
+
+@native
 def test_empty_and_zero_depth_products():
     matmul = shared_matmul()
     assert matmul(np.ones((0, 3), np.float32), np.ones((3, 4), np.float32)).shape == (0, 4)

@@ -125,12 +125,13 @@ class Mkl:
 
 
 def cblas_matmul(multiply, dtypes, a, b, out=None):
-    """``numpy.matmul(a, b, out=out)`` for float32/float64 2-D or 3-D operands through ``multiply(a, b, c)``
-    (a CBLAS provider writing a C-contiguous ``c``); anything else (other dtypes, broadcasting, more
-    dimensions, an ``out`` of another shape or overlapping an operand) goes to NumPy, which also raises its
-    errors."""
+    """``numpy.matmul(a, b, out=out)`` for float32/float64 operands of 2 or more dimensions (more: their
+    leading ones flattened into one batch, as attention's [batch, heads, ...] products) through
+    ``multiply(a, b, c)`` (a CBLAS provider writing a C-contiguous 2-D or 3-D ``c``); anything else (other
+    dtypes, broadcasting, an ``out`` of another shape or overlapping an operand) goes to NumPy, which also
+    raises its errors."""
     shape = a.shape[:-1] + b.shape[-1:]
-    if (a.dtype not in dtypes or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim not in (2, 3)
+    if (a.dtype not in dtypes or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim < 2
             or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]
             or out is not None and (out.shape != shape or numpy.may_share_memory(out, a)
                                     or numpy.may_share_memory(out, b))):
@@ -139,6 +140,9 @@ def cblas_matmul(multiply, dtypes, a, b, out=None):
     result = numpy.empty(shape, a.dtype) if target is None else target
     if a.shape[-1] == 0:
         result[...] = 0
+    elif result.size and a.ndim > 3:
+        multiply(a.reshape((-1,) + a.shape[-2:]), b.reshape((-1,) + b.shape[-2:]),
+                 result.reshape((-1,) + shape[-2:]))
     elif result.size:
         multiply(a, b, result)
     if out is not None and target is None:
