@@ -4,10 +4,12 @@
 is faster on this CPU (on Intel Xeons it usually is, on AMD EPYCs OpenBLAS usually wins); the verdict is
 cached as JSON next to the compiled CPU kernels, keyed by the CPU, NumPy, MKL and the thread count.
 ``GPUDL_BLAS=numpy|mkl`` forces a provider. MKL is put on the GNU OpenMP threading layer (libgomp, the
-runtime of the native CPU kernels), so one OpenMP runtime serves the process.
+runtime of the native CPU kernels), so one OpenMP runtime serves the process. NumPy's OpenBLAS is run on
+that same pool too (``openblas_pool``: OpenBLAS set to one thread, one block of each product per OpenMP
+thread) while the compiled CPU kernels are in use, unless ``GPUDL_BLAS_THREADS=own``.
 
-``matmul(a, b, out=None)`` is the chosen function: ``numpy.matmul`` itself when NumPy is chosen, so
-that path costs nothing extra per call.
+``matmul(a, b, out=None)`` is the chosen function: ``numpy.matmul`` itself when NumPy's BLAS keeps its
+own threads, so that path costs nothing extra per call.
 """
 import ctypes
 import functools
