@@ -246,7 +246,14 @@ def environment():
         "GPUDL_BACKEND": os.environ.get("GPUDL_BACKEND"),
         "cpu_kernels": kernels, "openmp_wait": {name: os.environ.get(name) for name in
                                                     ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
+        "host_allocator": host_allocator(),
     }
+
+
+def host_allocator():
+    """What gpudl set in the host allocator (``host_memory``): policy, mallopt settings, why."""
+    from .backend import host_memory
+    return host_memory.configure()._asdict()
 
 
 def thread_pools():

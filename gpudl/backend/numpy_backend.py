@@ -18,8 +18,11 @@ class NumpyBackend:
     @functools.cached_property
     def fused(self):
         """The fused operations (activations, softmax-CE, dropout, optimizer updates, recurrent
-        cells): the compiled kernels or their NumPy twins, as ``GPUDL_CPU_KERNELS`` chooses."""
+        cells): the compiled kernels or their NumPy twins, as ``GPUDL_CPU_KERNELS`` chooses. The
+        first call also makes the host allocator keep freed step memory (``host_memory``)."""
+        from . import host_memory
         from .cpu_kernels import fused_module
+        host_memory.configure()
         return fused_module()
 
     def device_of(self, array):

@@ -3,7 +3,7 @@ import platform
 
 from .. import __version__
 from .. import backend as _backend
-from ..backend import blas, cpu_kernels
+from ..backend import blas, cpu_kernels, host_memory
 
 
 def add_parser(commands):
@@ -24,6 +24,7 @@ def run(args) -> int:
     print(f"device: {device} ({chosen.describe_device(device)})")
     print(f"CPU kernels: {describe_cpu_kernels()}")
     print(f"BLAS (CPU GEMM): {blas.describe()}")
+    print(f"host allocator: {host_memory.describe()}")
     print(f"numpy {_backend.NUMPY.version()}")
     print(f"cupy {_backend.installed_cupy_version() or 'not installed'}")
     return 0
