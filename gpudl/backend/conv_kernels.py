@@ -46,19 +46,6 @@ def _geometry(run, x_shape, cols_shape, stride, pads, dilation):
     return (run, n, h, w, kh, kw, oh, ow, stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
 
 
-def _flat_source(xp, x):
-    """``(flat, element strides of x's logical axes)``: ``x``'s memory as a flat array, without
-    copying when ``x`` is batch-last or NCHW and dense, else copied batch-last."""
-    base = x.transpose(TO_BATCH_LAST)
-    if not base.flags.c_contiguous:
-        if x.flags.c_contiguous:
-            base = x
-        else:
-            base = xp.ascontiguousarray(base)
-            x = base.transpose(TO_NCHW)
-    return base.reshape(-1), tuple(s // x.itemsize for s in x.strides)
-
-
 def launch_im2col(kernel, xp, run_length, x, cols, stride, pads, dilation):
     """Fill ``cols`` from ``x`` with one launch of the im2col kernel (a CuPy or native kernel
     object; ``run_length(N, OW, elements)`` is the run per index it takes); return ``cols``.
