@@ -2,7 +2,7 @@
 // {float16, float32, float64} and the index type I (int8 when a window has fewer than 128 taps,
 // else int32).
 //
-// Layouts and geometry as in conv.cuh (whose conv_tap_output this uses): the input x and its
+// Layouts and geometry as in conv.cuh (whose conv_for_each_tap this uses): the input x and its
 // gradient gx are C-contiguous [C, H, W, N] (batch-last), the output y, the winning taps `index`
 // and the output gradient gy C-contiguous [C, OH, OW, N]. Output (oh, ow) reads tap (ki, kj) at
 // input row oh*stride_h - pad_top + ki*dil_h and column ow*stride_w - pad_left + kj*dil_w; a tap
@@ -149,18 +149,12 @@ __device__ inline void max_pool2d_backward(const G& gy, const Idx& index, long l
   T acc[1];
   T* const sum = run == 1 ? acc : &gx[start];
   bool first = true;
-  for (long long ki = 0; ki < KH; ++ki) {
-    const long long oh = conv_tap_output(h, ki, pad_top, dil_h, stride_h, OH);
-    if (oh < 0) continue;
-    for (long long kj = 0; kj < KW; ++kj) {
-      const long long ow = conv_tap_output(w, kj, pad_left, dil_w, stride_w, OW);
-      if (ow < 0) continue;
-      const long long from = ((c * OH + oh) * OW + ow) * N + n0;
-      const int k = int(ki * KW + kj);
-      max_pool_gather<A>(&gy[from], &index[from], sum, len, k, first);
-      first = false;
-    }
-  }
+  conv_for_each_tap(h, w, KH, KW, OH, OW, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                    [&](long long ki, long long kj, long long oh, long long ow) {
+    const long long from = ((c * OH + oh) * OW + ow) * N + n0;
+    max_pool_gather<A>(&gy[from], &index[from], sum, len, int(ki * KW + kj), first);
+    first = false;
+  });
   if (first) {  // no window covers these elements
     for (long long e = 0; e < len; ++e) sum[e] = T(0);
   }
