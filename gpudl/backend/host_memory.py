@@ -13,9 +13,12 @@ takes an ``int``; glibc 2.36 accepts it and a set threshold turns the dynamic ad
 below 2 GiB then come from the heap and freed ones stay there for reuse, as a caching allocator
 keeps freed GPU memory: the process's resident memory stays at its peak step's, instead of being
 returned and faulted back each step. Blocks of 2 GiB and more are still mmap'ed each time
-(``M_MMAP_MAX=0`` would put them on the heap too, but a thread's non-main arena cannot hold a
-block above its 64 MiB heap size without mmap). ``M_ARENA_MAX`` is left alone: the step allocates
-on the Python thread, in the main arena.
+(``M_MMAP_MAX=0`` would keep them on the heap too; not set, as no bench model allocates blocks
+that large and its effect there is unmeasured). ``M_ARENA_MAX`` is left alone: a training step
+allocates on the main thread, in the main arena. A thread's own arena still maps (and faults) its
+blocks of more than ~32 MiB each time (measured: 40 and 100 MiB arrays in a thread, ~530-610
+faults each with or without these settings; ``M_ARENA_MAX=1`` would route them to the main
+arena, at the price of one lock for every thread's allocations).
 
 Nothing is changed when ``GPUDL_HOST_ALLOCATOR=system`` (the opt-out, for processes that must
 return memory to the OS between steps), when the user tuned malloc (any ``MALLOC_*`` variable,
