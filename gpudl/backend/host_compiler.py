@@ -54,10 +54,19 @@ using std::fabs;
 // Always inlined: a call left in a loop (GCC's size heuristics) would keep it scalar.
 #define GPUDL_MATH inline __attribute__((always_inline))
 namespace gpudl_math {
-GPUDL_MATH double bits_to_double(std::uint64_t b) { double d; __builtin_memcpy(&d, &b, 8); return d; }
-GPUDL_MATH std::uint64_t double_to_bits(double d) { std::uint64_t b; __builtin_memcpy(&b, &d, 8); return b; }
+GPUDL_MATH double bits_to_double(std::uint64_t b) {
+  double d;
+  __builtin_memcpy(&d, &b, 8);
+  return d;
+}
+GPUDL_MATH std::uint64_t double_to_bits(double d) {
+  std::uint64_t b;
+  __builtin_memcpy(&b, &d, 8);
+  return b;
+}
 GPUDL_MATH double horner(double, double c) { return c; }
-template <typename... Rest> GPUDL_MATH double horner(double t, double c, double next, Rest... rest) {
+template <typename... Rest>
+GPUDL_MATH double horner(double t, double c, double next, Rest... rest) {
   return horner(t, c * t + next, rest...);  // coefficients from the highest degree down
 }
 // NaN fails both compares and passes through.
@@ -87,23 +96,28 @@ GPUDL_MATH double expm1_core(double x) {  // expm1(x) for x in [-110, 90] or NaN
   return n == 0 ? em1r : scale * em1r + (scale - 1.0);
 }
 // log(u) for a positive normal double u: u = 2^k m with m in [sqrt(1/2), sqrt(2)), then
-// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, as an odd series to s^17.
+// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, as an odd series to s^17. Only
+// unsigned 64-bit adds and logical shifts: AVX2 has no 64-bit arithmetic shift or int64-to-double
+// conversion, so k is held biased by 2048 and turned into a double through the 2^52 mantissa.
 GPUDL_MATH double log_core(double u) {
-  const std::uint64_t offset = double_to_bits(0.70710678118654752440) ;
-  const std::int64_t k = std::int64_t(double_to_bits(u) - offset) >> 52;
-  const double m = bits_to_double(double_to_bits(u) - (std::uint64_t(k) << 52));
+  const std::uint64_t bias = std::uint64_t(2048) << 52;
+  const std::uint64_t sqrt_half = double_to_bits(0.70710678118654752440);
+  const std::uint64_t biased_k = (double_to_bits(u) - sqrt_half + bias) >> 52;
+  const double m = bits_to_double(double_to_bits(u) - (biased_k << 52) + bias);
+  const double k = bits_to_double(double_to_bits(0x1p52) | biased_k) - (0x1p52 + 2048.0);
   const double f = m - 1.0;
   const double s = f / (2.0 + f);
   const double z = s * s;
   const double series = horner(z, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11, 1.0 / 9, 1.0 / 7,
                                1.0 / 5, 1.0 / 3);
-  return double(k) * 0.6931471805599453 + (2.0 * s + 2.0 * s * z * series);
+  return k * 0.6931471805599453 + (2.0 * s + 2.0 * s * z * series);
 }
 }  // namespace gpudl_math
 
-// exp in float arithmetic (twice the lanes of double; exp is the most used): x = n ln2 + r with
-// ln2 split in two (n * hi exact for |n| < 256), exp r by Taylor to r^7 (truncation < 0.1 ulp; < 1 ulp in all),
-// times 2^(n/2) 2^(n - n/2), so that subnormal results round once and n = 128 still overflows.
+// exp in float arithmetic (twice the lanes of double; exp is the most used; < 1 ulp):
+// x = n ln2 + r with ln2 split in two (n * hi exact for |n| < 256), exp r by Taylor to r^7
+// (truncation < 0.1 ulp), times 2^(n/2) 2^(n - n/2): subnormal results round once, and n = 128
+// still overflows.
 GPUDL_MATH float exp(float x) {
   const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);  // exp(-104) rounds to 0
   const float shifter = 0x1.8p23f;
@@ -116,7 +130,8 @@ GPUDL_MATH float exp(float x) {
   std::uint32_t kb;
   __builtin_memcpy(&kb, &k, 4);
   const std::int32_t ni = std::int32_t(kb - 0x4B400000u), half = ni >> 1;  // k's bits - shifter's
-  const std::uint32_t b1 = std::uint32_t(half + 127) << 23, b2 = std::uint32_t(ni - half + 127) << 23;
+  const std::uint32_t b1 = std::uint32_t(half + 127) << 23;
+  const std::uint32_t b2 = std::uint32_t(ni - half + 127) << 23;
   float s1, s2;
   __builtin_memcpy(&s1, &b1, 4);
   __builtin_memcpy(&s2, &b2, 4);

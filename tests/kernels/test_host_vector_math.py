@@ -1,5 +1,6 @@
 """The host shim's float exp, expm1, log, log1p, tanh and erf (gpudl.backend.host_compiler.SHIM):
 ulp error against float64 NumPy, exact special cases, and loops over them that vectorise."""
+import platform
 import re
 import subprocess
 
@@ -48,7 +49,8 @@ def ulp_error(actual, exact):
     where both are the same infinity or both NaN, inf where only one is."""
     actual64 = actual.astype(np.float64)
     rounded = exact.astype(np.float32)
-    same_special = (np.isnan(actual64) & np.isnan(exact)) | (np.isinf(rounded) & (actual == rounded))
+    same_special = ((np.isnan(actual64) & np.isnan(exact))
+                    | (np.isinf(rounded) & (actual == rounded)))
     spacing = np.spacing(np.abs(rounded)).astype(np.float64)
     spacing = np.where(np.isinf(rounded), np.inf, spacing)
     error = np.abs(actual64 - exact) / spacing
@@ -125,6 +127,8 @@ def test_sigmoid_stays_in_unit_interval_and_is_monotonic(library):
 def _vectorised_lines(source):
     """Line numbers of ``source``'s loops that the host compiler vectorises (-fopt-info-vec)."""
     _compiler_or_skip()
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip(f"vectorisation is checked on x86-64 (SSE2 and up), not {platform.machine()}")
     command = [host_compiler.compiler(), *host_compiler.NATIVE_FLAGS, "-fopt-info-vec-optimized",
                "-x", "c++", "-", "-c", "-o", "/dev/null"]
     proc = subprocess.run(command, input=source, capture_output=True, text=True, check=True)
