@@ -24,6 +24,14 @@
 #define GPUDL_POOLING_CUH
 // Needs common.cuh and conv.cuh first (gpudl.backend.kernel_specs builds the preamble).
 
+// On the host the run loops are `omp simd` with 16 lanes: without it GCC vectorises them only for
+// runs of 32 or more (int8 taps set its vector length) and runs scalar, branchy code below that.
+#if defined(__CUDACC__) || !defined(_OPENMP)
+#define POOL_SIMD
+#else
+#define POOL_SIMD _Pragma("omp simd simdlen(16)")
+#endif
+
 namespace gpudl {
 
 // Folds tap k (input elements x[e], e < len) into the running maxima best[e] and their taps
@@ -36,12 +44,14 @@ template <bool KEEP_INDEX, typename A, typename X, typename B, typename G>
 __device__ inline void max_pool_take(const X* __restrict__ x, B* __restrict__ best,
                                      G* __restrict__ arg, long long len, int k, bool first) {
   if (first) {
+    POOL_SIMD
     for (long long e = 0; e < len; ++e) {
       best[e] = x[e];
       if (KEEP_INDEX) arg[e] = k;
     }
     return;
   }
+  POOL_SIMD
   for (long long e = 0; e < len; ++e) {
     const A v = A(x[e]);
     const A b = A(best[e]);
@@ -74,9 +84,11 @@ template <typename A, typename T, typename G, typename I>
 __device__ inline void max_pool_gather(const G* __restrict__ gy, const I* __restrict__ index,
                                        T* __restrict__ acc, long long len, int k, bool first) {
   if (first) {  // no zeroing pass and no read of acc
+    POOL_SIMD
     for (long long e = 0; e < len; ++e) acc[e] = T(A(0) + (int(index[e]) == k ? A(gy[e]) : A(0)));
     return;
   }
+  POOL_SIMD
   for (long long e = 0; e < len; ++e) {
     acc[e] = T(A(acc[e]) + (int(index[e]) == k ? A(gy[e]) : A(0)));
   }
