@@ -21,9 +21,8 @@ from gpudl.backend.conv_kernels import TO_BATCH_LAST, _geometry, _taps
 
 _FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
 
-# The host kernels take up to this many elements along N per index (kernels/pooling.cuh): GCC
-# vectorises their loops for runs of 32 and more (int8 taps: 32 or 64 lanes; a run of 16 measured
-# 10x slower), and a small layer still splits across threads.
+# The host kernels take up to this many elements along N per index (kernels/pooling.cuh): long
+# enough for their 16-lane vector loops, short enough that a small layer still splits across threads.
 HOST_RUN = 64
 
 
