@@ -40,14 +40,14 @@ _check_float = _twin._check_float
 
 TWIN_FASTER = frozenset({
     # Activations and softmax cross-entropy, native/twin ns per element (float32, one thread,
-    # medians of 11-21, 2026-12-06, load ~9) at [128, 512] and [512, 4096] / [N, 10] N 128, 512.
-    # Left as twins: tanh 2.9/1.0 5.0/0.4 (NumPy's float32 tanh), softplus 7.0/4.2 10.4/6.3
-    # (log1p in double), sigmoid 0.9/0.8 2.7/1.0 and silu 0.9/0.8 3.0/2.9 (ties), cross-entropy
-    # forward 88/61 48/40 and backward 86/42 29/11 (launches, ``i % n_class``). Native since the
-    # shim's exp/tanh/erf vectorise: elu 3.7/8.5 5.3/12, elu backward 1.5/8.0 0.9/14, silu
-    # backward 3.1/3.4 3.0/6.7, softplus backward 3.7/5.9 2.8/7.0, gelu_tanh 3.5/4.4 3.4/5.7 and
-    # backward 3.7/4.1 5.1/10 (gelu, never listed: 8.7/86 8.4/129).
-    "sigmoid_forward", "tanh_forward", "softplus_forward", "silu_forward",
+    # medians of 11, 2026-12-06 16:22, load 3.4-4) at [128, 512] and [512, 4096] / [N, 10] N 128,
+    # 512. Left as twins: tanh 1.2/0.42 1.1/0.40 (NumPy's float32 tanh), softplus 3.0/2.0 2.9/2.0
+    # (log1p in double), gelu_tanh 1.5/1.1 1.4/1.4, sigmoid 0.78/0.77 0.71/0.84 and silu 0.78/0.77
+    # 0.81/0.78 (ties), cross-entropy forward 28/20 13/11 and backward 24/12 11/4.6 (launches,
+    # ``i % n_class``). Native since the shim's exp/tanh/erf vectorise: elu 1.5/3.7 1.5/4.3, elu
+    # backward 0.80/3.9 0.78/4.7, silu backward 0.96/1.3 1.0/1.6, softplus backward 0.94/1.7
+    # 0.80/1.9, gelu_tanh backward 1.6/2.0 1.5/2.8 (gelu, never listed: 3.0/32 3.0/59).
+    "sigmoid_forward", "tanh_forward", "softplus_forward", "silu_forward", "gelu_tanh_forward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     # Recurrent cells, measured per step (H 128, float32, one thread, native/twin us at batch
     # 32/128/512, with the shim's inline exp/tanh, 2026-12-06): only the RNN forward stays on its
