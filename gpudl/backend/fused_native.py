@@ -7,8 +7,9 @@ on the host before the launch, as the NumPy twin does (an immediate IndexError).
 
 Under ``GPUDL_CPU_KERNELS=auto`` the ops in :data:`TWIN_FASTER` run as their NumPy twins, which
 measured faster on one core at the models' sizes (the numbers are above the list; README, "CPU
-kernels"): NumPy's float32 tanh is faster than the kernels' vectorised one, and the loops of the
-softmax cross-entropy (``i % n_class``) and of the recurrent cells do not vectorise.
+kernels"): NumPy's float32 tanh is faster than the kernels' vectorised one (tanh, GELU-tanh,
+the RNN cell), softplus's log1p runs in double, and the softmax cross-entropy's loops
+(``i % n_class``) do not vectorise.
 ``GPUDL_CPU_KERNELS=native`` runs every op here natively.
 """
 import functools
