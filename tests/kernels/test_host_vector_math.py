@@ -48,12 +48,14 @@ def ulp_error(actual, exact):
     """|actual - exact| in units of the float32 spacing at ``exact`` (a float64 reference); 0
     where both are the same infinity or both NaN, inf where only one is."""
     actual64 = actual.astype(np.float64)
-    rounded = exact.astype(np.float32)
+    with np.errstate(over="ignore"):  # exact values beyond float32 round to inf, as they should
+        rounded = exact.astype(np.float32)
     same_special = ((np.isnan(actual64) & np.isnan(exact))
                     | (np.isinf(rounded) & (actual == rounded)))
     spacing = np.spacing(np.abs(rounded)).astype(np.float64)
     spacing = np.where(np.isinf(rounded), np.inf, spacing)
-    error = np.abs(actual64 - exact) / spacing
+    with np.errstate(invalid="ignore"):  # inf - inf and inf / inf: set just below
+        error = np.abs(actual64 - exact) / spacing
     error = np.where(np.isnan(error) | (np.isinf(rounded) != np.isinf(actual)), np.inf, error)
     return np.where(same_special, 0.0, error)
 
