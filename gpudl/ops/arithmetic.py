@@ -3,6 +3,7 @@ import math
 
 from ..autograd.function import Function
 from ._util import SCALAR_TYPES, broadcast_error, operand
+from .linear import gemm
 
 
 class Add(Function):
@@ -80,11 +81,12 @@ class Pow(Function):
 
 
 class MatMul(Function):
-    """``a @ b`` for 1-D, 2-D and batched (broadcast) operands."""
+    """``a @ b`` for 1-D, 2-D and batched (broadcast) operands; the products go through
+    :func:`~gpudl.ops.linear.gemm`, so on the CPU they run on gpudl's GEMM provider and threads."""
 
     def forward(self, a, b):
         self.saved = (a, b)
-        return a @ b
+        return gemm(self.xp, a, b)
 
     def backward(self, g):
         a, b = self.saved
@@ -98,15 +100,15 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -1)
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = gemm(xp, g2, xp.swapaxes(b2, -1, -2))
             ga = _reduce_batch(ga, a2.shape).reshape(a.shape)
         if self.needs_input_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:
                 # one GEMM over the flattened batch instead of a stack that is then summed
                 k = a2.shape[-1]
-                gb = a2.reshape(-1, k).T @ g2.reshape(-1, g2.shape[-1])
+                gb = gemm(xp, a2.reshape(-1, k).T, g2.reshape(-1, g2.shape[-1]))
             else:
-                gb = _reduce_batch(xp.swapaxes(a2, -1, -2) @ g2, b2.shape)
+                gb = _reduce_batch(gemm(xp, xp.swapaxes(a2, -1, -2), g2), b2.shape)
             gb = gb.reshape(b.shape)
         return ga, gb
 
