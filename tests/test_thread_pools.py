@@ -233,3 +233,26 @@ def test_six_threads_cut_products_into_grids_of_blocks():
     done = subprocess.run([sys.executable, "-c", GRID_CHECK], env=environment, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+WAIT_POLICY_CHECK = """
+import os
+from gpudl.backend import cpu_kernels
+cpu_kernels.configure_openmp()
+print(os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize("threads, user, expected", [
+    ("shared", {}, "None"),                              # one pool: libgomp's default brief spin
+    ("own", {}, "PASSIVE"),                              # two pools: our idle threads sleep
+    ("own", {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),    # the user's choice stands
+    ("own", {"GOMP_SPINCOUNT": "1000"}, "None"),
+])
+def test_the_openmp_wait_policy_follows_the_number_of_pools(threads, user, expected):
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    environment.update(user, GPUDL_BLAS_THREADS=threads)
+    done = subprocess.run([sys.executable, "-c", WAIT_POLICY_CHECK], env=environment, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected

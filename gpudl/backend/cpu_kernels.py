@@ -11,11 +11,15 @@ Threads: OpenMP reads ``OMP_NUM_THREADS`` (``gpudl bench --threads`` sets it) wh
 kernel library loads libgomp. While the compiled kernels are in use, NumPy's OpenBLAS runs on
 these same threads (``blas`` and ``openblas_pool``: one pool, since OpenBLAS's own idle threads
 busy-wait without yielding for ~0.1 s after each product and so hold the cores our threads need).
-An idle libgomp thread busy-waits too (for up to ``GOMP_SPINCOUNT`` iterations after each
-parallel loop), which on a loaded machine takes a core from whatever runs next. Unless the user
-set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, gpudl sets ``OMP_WAIT_POLICY=PASSIVE`` before
-loading libgomp: our threads sleep as soon as a loop ends (waking them costs a few microseconds,
-paid only by loops long enough to be split, see ``native_kernels.PARALLEL_MIN``). A process
+An idle libgomp thread spins for up to ``GOMP_SPINCOUNT`` iterations after each
+parallel loop before it sleeps (libgomp's default when ``OMP_WAIT_POLICY`` is unset: 300,000, cut
+to 1,000 when there are more threads than CPUs). With one pool that is what keeps small products
+and kernels fast: a sleeping thread takes 35-50 µs to wake here, longer than a [32, 512] x [512,
+512] product, and nothing else of ours wants the core meanwhile (bench MLP at batch 32, 2 threads:
+1.15x PyTorch with the default spin, 0.76x with sleeping threads). With two pools
+(``GPUDL_BLAS_THREADS=own``) a spinning libgomp thread takes the core from the next OpenBLAS
+product, so there, unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, gpudl sets
+``OMP_WAIT_POLICY=PASSIVE`` before loading libgomp and our threads sleep as soon as a loop ends. A process
 forked after the kernels were loaded runs them on one thread: libgomp's pool does not survive
 ``fork()``.
 """
@@ -63,9 +67,12 @@ def requested() -> str:
 
 
 def configure_openmp():
-    """Make libgomp's idle threads sleep instead of spin (see the module docstring), unless the
-    user chose a policy. Must run before the first kernel library loads libgomp."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    """With ``GPUDL_BLAS_THREADS=own`` (two thread pools), make libgomp's idle threads sleep instead of
+    spin, unless the user chose a policy; with one shared pool keep libgomp's default (see the module
+    docstring). Must run before the first kernel library loads libgomp."""
+    from . import blas
+    if (blas.requested_threads() == "own" and "OMP_WAIT_POLICY" not in os.environ
+            and "GOMP_SPINCOUNT" not in os.environ):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 

@@ -13,7 +13,7 @@ The fix is PyTorch's arrangement (MKL and its own kernels on one OpenMP pool): O
 to one thread, and :class:`PooledGemm` splits each product into a grid of blocks of the result
 (or whole matrices of a batch), one per OpenMP thread, each computed by OpenBLAS's
 single-threaded ``cblas_?gemm``. The same libgomp threads then run the GEMMs and the kernels, and
-an idle one sleeps (``OMP_WAIT_POLICY=PASSIVE``, see ``cpu_kernels``) instead of spinning.
+an idle one spins briefly (libgomp's default, see ``cpu_kernels``), which no other pool competes with.
 """
 import ctypes
 import os
