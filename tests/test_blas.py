@@ -88,7 +88,7 @@ def test_gpudl_info_reports_forced_mkl_without_the_extra_in_one_line(monkeypatch
 
 def test_unknown_provider_is_rejected(monkeypatch):
     monkeypatch.setenv("GPUDL_BLAS", "openblas")
-    with pytest.raises(blas.BlasError, match=r"GPUDL_BLAS='openblas': expected one of auto, numpy, mkl"):
+    with pytest.raises(blas.BlasError, match=r"GPUDL_BLAS='openblas' is not valid; valid values are: auto, numpy, mkl"):
         blas.choice()
 
 

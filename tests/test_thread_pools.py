@@ -76,7 +76,7 @@ def test_twin_kernels_leave_openblas_on_its_own_threads(monkeypatch):
 
 def test_an_unknown_thread_choice_is_rejected(monkeypatch):
     monkeypatch.setenv("GPUDL_BLAS_THREADS", "both")
-    with pytest.raises(blas.BlasError, match=r"GPUDL_BLAS_THREADS='both': expected one of shared, own"):
+    with pytest.raises(blas.BlasError, match=r"GPUDL_BLAS_THREADS='both' is not valid; valid values are: shared, own"):
         blas.choice()
 
 

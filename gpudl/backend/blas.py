@@ -22,7 +22,7 @@ from importlib import metadata
 import numpy
 
 from . import host_compiler, openblas_pool
-from .selection import BackendError
+from .selection import BackendError, environment_choice
 
 CHOICES = ("auto", "numpy", "mkl")
 THREAD_CHOICES = ("shared", "own")
@@ -52,18 +52,12 @@ class Choice:
 def requested_threads() -> str:
     """``GPUDL_BLAS_THREADS`` (default ``shared``): ``shared`` runs NumPy's OpenBLAS on gpudl's OpenMP threads
     (``openblas_pool``), ``own`` leaves it on its own threads; raises BlasError for any other value."""
-    value = os.environ.get("GPUDL_BLAS_THREADS", "shared").strip().lower() or "shared"
-    if value not in THREAD_CHOICES:
-        raise BlasError(f"GPUDL_BLAS_THREADS={value!r}: expected one of {', '.join(THREAD_CHOICES)}")
-    return value
+    return environment_choice("GPUDL_BLAS_THREADS", "shared", THREAD_CHOICES, BlasError)
 
 
 def requested() -> str:
     """``GPUDL_BLAS`` (default ``auto``); raises BlasError for any other value than auto|numpy|mkl."""
-    value = os.environ.get("GPUDL_BLAS", "auto").strip().lower() or "auto"
-    if value not in CHOICES:
-        raise BlasError(f"GPUDL_BLAS={value!r}: expected one of {', '.join(CHOICES)}")
-    return value
+    return environment_choice("GPUDL_BLAS", "auto", CHOICES, BlasError)
 
 
 def thread_count() -> int:

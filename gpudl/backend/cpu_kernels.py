@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy
 
 from . import host_compiler
-from .selection import BackendError
+from .selection import BackendError, environment_choice
 
 VALID_CHOICES = ("auto", "native", "numpy")
 # What every kernel library needs: the float16 class (_Float16: GCC >= 12 on x86-64), OpenMP and
@@ -58,12 +58,7 @@ _status = None
 
 def requested() -> str:
     """``GPUDL_CPU_KERNELS`` (default ``auto``), validated."""
-    raw = os.environ.get("GPUDL_CPU_KERNELS", "auto")
-    choice = raw.strip().lower() or "auto"
-    if choice not in VALID_CHOICES:
-        raise BackendError(f"GPUDL_CPU_KERNELS={raw!r} is not valid; valid values are: "
-                           f"{', '.join(VALID_CHOICES)}")
-    return choice
+    return environment_choice("GPUDL_CPU_KERNELS", "auto", VALID_CHOICES)
 
 
 def configure_openmp():

@@ -29,7 +29,7 @@ import ctypes
 import os
 from typing import NamedTuple
 
-from .selection import BackendError
+from .selection import environment_choice
 
 VALID_CHOICES = ("caching", "system")
 # <malloc.h>: the parameter numbers of mallopt.
@@ -54,12 +54,7 @@ _status = None
 
 def requested() -> str:
     """``GPUDL_HOST_ALLOCATOR`` (default ``caching``), validated."""
-    raw = os.environ.get("GPUDL_HOST_ALLOCATOR", "caching")
-    choice = raw.strip().lower() or "caching"
-    if choice not in VALID_CHOICES:
-        raise BackendError(f"GPUDL_HOST_ALLOCATOR={raw!r} is not valid; valid values are: "
-                           f"{', '.join(VALID_CHOICES)}")
-    return choice
+    return environment_choice("GPUDL_HOST_ALLOCATOR", "caching", VALID_CHOICES)
 
 
 def glibc_version():

@@ -8,14 +8,19 @@ class BackendError(RuntimeError):
     """The requested backend or device cannot be used on this machine."""
 
 
+def environment_choice(variable, default, choices, error=BackendError):
+    """The value of environment variable ``variable`` (``default`` when unset or blank), stripped and
+    lower-cased; raises ``error`` naming the variable, its value and ``choices`` for anything else."""
+    raw = os.environ.get(variable, default)
+    choice = raw.strip().lower() or default
+    if choice not in choices:
+        raise error(f"{variable}={raw!r} is not valid; valid values are: {', '.join(choices)}")
+    return choice
+
+
 def requested_backend() -> str:
     """The backend named by ``GPUDL_BACKEND`` (default ``auto``), validated."""
-    raw = os.environ.get("GPUDL_BACKEND", "auto")
-    name = raw.strip().lower() or "auto"
-    if name not in VALID_BACKENDS:
-        raise BackendError(
-            f"GPUDL_BACKEND={raw!r} is not a valid backend; valid values are: {', '.join(VALID_BACKENDS)}")
-    return name
+    return environment_choice("GPUDL_BACKEND", "auto", VALID_BACKENDS)
 
 
 def cupy_gpu_usable() -> bool:
