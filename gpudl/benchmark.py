@@ -34,23 +34,32 @@ LEARNING_RATE, MOMENTUM = 0.01, 0.9
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-class FunctionalCNN(nn.Module):
-    """``gpudl bench cnn``: the CNN of gpudl.models written as PyTorch users write it, conv → ReLU →
+def functional_cnn_class(nn):
+    """The class ``gpudl bench cnn`` times, built on ``nn`` (gpudl.nn, or torch.nn for its PyTorch twin: the
+    same code in both frameworks): the CNN of gpudl.models written as PyTorch users write it, conv → ReLU →
     max-pool in ``forward`` through ``nn.functional`` (gpudl.models.CNN pools before the ReLU, which gives
     the same numbers on a quarter of the elements; the benchmark measures the common form)."""
 
-    def __init__(self, channels=(32, 64), hidden_size=128):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
-        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
-        self.fc1 = nn.Linear(channels[1] * 7 * 7, hidden_size)
-        self.fc2 = nn.Linear(hidden_size, CLASSES)
+    class FunctionalCNN(nn.Module):
+        """Two conv → ReLU → max-pool blocks through ``nn.functional``, then fc 128 → ReLU → fc 10."""
 
-    def forward(self, x):
-        functional = nn.functional
-        x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
-        x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
-        return self.fc2(functional.relu(self.fc1(x.flatten(1))))
+        def __init__(self, channels=(32, 64), hidden_size=128):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
+            self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
+            self.fc1 = nn.Linear(channels[1] * 7 * 7, hidden_size)
+            self.fc2 = nn.Linear(hidden_size, CLASSES)
+
+        def forward(self, x):
+            functional = nn.functional
+            x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
+            x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
+            return self.fc2(functional.relu(self.fc1(x.flatten(1))))
+
+    return FunctionalCNN
+
+
+FunctionalCNN = functional_cnn_class(nn)
 
 
 def build_model(model_name):

@@ -8,7 +8,8 @@ import os
 
 import torch
 
-from .benchmark import CLASSES, INPUT_SHAPES, LEARNING_RATE, MOMENTUM, THREAD_VARIABLES, TrainingStep, check_model
+from .benchmark import (CLASSES, INPUT_SHAPES, LEARNING_RATE, MOMENTUM, THREAD_VARIABLES, TrainingStep, check_model,
+                        functional_cnn_class)
 
 nn = torch.nn
 _threads = os.environ.get("OMP_NUM_THREADS")
@@ -16,21 +17,7 @@ if _threads:
     torch.set_num_threads(int(_threads))
 
 
-class FunctionalCNN(nn.Module):
-    """gpudl.benchmark.FunctionalCNN: conv → ReLU → max-pool twice through nn.functional, then fc 128 → ReLU → fc 10."""
-
-    def __init__(self, channels=(32, 64), hidden_size=128):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
-        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
-        self.fc1 = nn.Linear(channels[1] * 7 * 7, hidden_size)
-        self.fc2 = nn.Linear(hidden_size, CLASSES)
-
-    def forward(self, x):
-        functional = nn.functional
-        x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
-        x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
-        return self.fc2(functional.relu(self.fc1(torch.flatten(x, 1))))
+FunctionalCNN = functional_cnn_class(nn)  # gpudl.benchmark.FunctionalCNN's code on torch.nn
 
 
 class LSTMClassifier(nn.Module):
