@@ -12,16 +12,16 @@ for bit.
 """
 import numpy as np
 
+from gpudl.backend import FLOAT_DTYPES
 from gpudl.backend.kernel_specs import ACC_DTYPE
 
 TO_BATCH_LAST = (1, 2, 3, 0)  # logical [N, C, H, W] -> memory order [C, H, W, N]
 TO_NCHW = (3, 0, 1, 2)        # and back
 
-_FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
 
 def check_arguments(op, x_shape, cols, stride, pads, dilation, x=None):
     """Raise a clear error for arguments the kernels cannot take (shared by every backend)."""
-    if cols.dtype not in _FLOAT_DTYPES or (x is not None and x.dtype != cols.dtype):
+    if cols.dtype not in FLOAT_DTYPES or (x is not None and x.dtype != cols.dtype):
         raise TypeError(f"{op}: expected float16/float32/float64 arrays of one dtype, got "
                         f"{cols.dtype}" + ("" if x is None else f" and {x.dtype}"))
     n, c, h, w = x_shape
@@ -39,8 +39,8 @@ def check_arguments(op, x_shape, cols, stride, pads, dilation, x=None):
                          f"{tuple(dilation)} (output size {expected})")
 
 
-def _geometry(run, x_shape, cols_shape, stride, pads, dilation):
-    """The scalar arguments ``kernel_specs.CONV_GEOMETRY`` of both kernels, in order."""
+def window_geometry(run, x_shape, cols_shape, stride, pads, dilation):
+    """The scalar arguments ``kernel_specs.CONV_GEOMETRY`` of the im2col, col2im and max-pool kernels, in order."""
     n, _, h, w = x_shape
     _, kh, kw, oh, ow, _ = cols_shape
     return (run, n, h, w, kh, kw, oh, ow, stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
@@ -55,7 +55,7 @@ def launch_im2col(kernel, xp, run_length, x, cols, stride, pads, dilation):
     if cols.size:
         run = run_length(x.shape[0], cols.shape[4], cols.size)
         source = xp.ascontiguousarray(x.transpose(TO_BATCH_LAST))  # a view when already batch-last
-        kernel(source.reshape(-1), *_geometry(run, x.shape, cols.shape, stride, pads, dilation), cols.reshape(-1),
+        kernel(source.reshape(-1), *window_geometry(run, x.shape, cols.shape, stride, pads, dilation), cols.reshape(-1),
                size=cols.size // run)
     return cols
 
@@ -68,7 +68,7 @@ def launch_col2im(kernel, xp, run_length, gcols, x_shape, stride, pads, dilation
     gx = xp.empty((c, h, w, n), dtype=gcols.dtype)
     if gx.size:
         run = run_length(n, w, gx.size)
-        kernel(gcols.reshape(-1), *_geometry(run, x_shape, gcols.shape, stride, pads, dilation), gx.reshape(-1),
+        kernel(gcols.reshape(-1), *window_geometry(run, x_shape, gcols.shape, stride, pads, dilation), gx.reshape(-1),
                size=gx.size // run)
     return gx
 
@@ -99,7 +99,7 @@ def _tap_span(k, pad, dilation, stride, size, out):
     return lo, max(lo, hi), lo * stride + offset
 
 
-def _taps(x_shape, cols_shape, stride, pads, dilation):
+def window_taps(x_shape, cols_shape, stride, pads, dilation):
     """Per tap ``(ki, kj)`` that reads any input: the columns' index and the input's (batch-last)."""
     _, _, h, w = x_shape
     _, kh, kw, oh, ow, _ = cols_shape
@@ -120,7 +120,7 @@ def im2col(x, cols, stride, pads, dilation):
     if any(pads):
         cols.fill(0)
     source = x.transpose(TO_BATCH_LAST)
-    for to, of in _taps(x.shape, cols.shape, stride, pads, dilation):
+    for to, of in window_taps(x.shape, cols.shape, stride, pads, dilation):
         cols[to] = source[of]
     return cols
 
@@ -131,7 +131,7 @@ def col2im(gcols, x_shape, stride, pads, dilation):
     check_arguments("col2im", x_shape, gcols, stride, pads, dilation)
     n, c, h, w = x_shape
     gx = np.zeros((c, h, w, n), dtype=ACC_DTYPE[gcols.dtype.name])
-    for of, to in _taps(x_shape, gcols.shape, stride, pads, dilation):
+    for of, to in window_taps(x_shape, gcols.shape, stride, pads, dilation):
         target = gx[to]
         np.add(target, gcols[of], out=target)
     return gx.astype(gcols.dtype, copy=False)

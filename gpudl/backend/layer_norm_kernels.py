@@ -9,14 +9,13 @@ cast to the input's. Arithmetic follows the kernel: biased variance around the r
 """
 import numpy as np
 
+from gpudl.backend import FLOAT_DTYPES
 from gpudl.backend.kernel_specs import ACC_DTYPE
-
-_FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
 
 
 def check_arguments(x, weight=None, bias=None, gy=None):
     """Raise a clear error for arrays the kernels cannot take (shared by every backend)."""
-    if x.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"layer_norm: expected a float16/float32/float64 input, got {x.dtype}")
     if x.ndim != 2 or not x.flags.c_contiguous:
         raise ValueError(f"layer_norm: the kernels take a C-contiguous [rows, features] array, got shape "

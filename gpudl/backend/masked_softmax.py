@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-_FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
+from gpudl.backend import FLOAT_DTYPES
 
 
 def _acc(a):
@@ -21,7 +21,7 @@ def _acc(a):
 
 def check_arguments(scores, mask=None, probs=None):
     """Raise a clear error for arrays the kernels cannot take (shared by both backends)."""
-    if scores.dtype not in _FLOAT_DTYPES:
+    if scores.dtype not in FLOAT_DTYPES:
         raise TypeError(f"masked_softmax: expected float16/float32/float64 scores, got {scores.dtype}")
     if scores.ndim < 2 or not scores.flags.c_contiguous:
         raise ValueError(f"masked_softmax: scores must be a C-contiguous [..., L, S] array, got shape "

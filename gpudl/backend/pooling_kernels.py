@@ -17,9 +17,9 @@ it; the twins take the same steps in the same order, so they match the kernels b
 """
 import numpy as np
 
-from gpudl.backend.conv_kernels import TO_BATCH_LAST, _geometry, _taps
+from gpudl.backend import FLOAT_DTYPES
+from gpudl.backend.conv_kernels import TO_BATCH_LAST, window_geometry, window_taps
 
-_FLOAT_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
 
 # The host kernels take up to this many elements along N per index (kernels/pooling.cuh): long
 # enough for their 16-lane vector loops, short enough that a small layer still splits across threads.
@@ -59,7 +59,7 @@ def output_size(x_shape, kernel, stride, pads, dilation, ceil_mode=False):
 
 def check_arguments(op, x_shape, dtype, kernel, stride, pads, dilation, out_hw, gy=None, index=None):
     """Raise a clear error for arguments the kernels cannot take (shared by every backend)."""
-    if np.dtype(dtype) not in _FLOAT_DTYPES:
+    if np.dtype(dtype) not in FLOAT_DTYPES:
         raise TypeError(f"{op}: expected a float16/float32/float64 input, got {dtype}")
     if len(x_shape) != 4:
         raise ValueError(f"{op}: expected an input of logical shape [N, C, H, W], got {tuple(x_shape)}")
@@ -82,7 +82,7 @@ def _tap_slices(x_shape, kernel, stride, pads, dilation, out_hw):
     """Per tap ``(ki, kj)`` that reads any input, in order: ``(k, output slices, input slices)``,
     each slicing the leading [C, rows, columns] of a batch-last array."""
     n, c = x_shape[:2]
-    for to, of in _taps(x_shape, (c, *kernel, *out_hw, n), stride, pads, dilation):
+    for to, of in window_taps(x_shape, (c, *kernel, *out_hw, n), stride, pads, dilation):
         yield to[1] * kernel[1] + to[2], (slice(None), to[3], to[4]), of
 
 
@@ -129,8 +129,9 @@ def launch_forward(kernel_object, xp, run_length, x, kernel, stride, pads, dilat
     if y.size:
         run = run_length(n)
         source = xp.ascontiguousarray(x.transpose(TO_BATCH_LAST))  # a view when already batch-last
-        kernel_object(source.reshape(-1), *_geometry(run, x.shape, (c, *kernel, *out_hw, n), stride, pads, dilation),
-                      bool(keep_index), y.reshape(-1), index.reshape(-1), size=_indices(y.shape, run))
+        geometry = window_geometry(run, x.shape, (c, *kernel, *out_hw, n), stride, pads, dilation)
+        kernel_object(source.reshape(-1), *geometry, bool(keep_index), y.reshape(-1), index.reshape(-1),
+                      size=_indices(y.shape, run))
     return y, (index if keep_index else None)
 
 
@@ -144,7 +145,7 @@ def launch_backward(kernel_object, xp, run_length, gy, index, x_shape, kernel, s
     if gx.size:
         run = run_length(n)
         kernel_object(xp.ascontiguousarray(gy).reshape(-1), index.reshape(-1),
-                      *_geometry(run, x_shape, (c, *kernel, *gy.shape[1:3], n), stride, pads, dilation),
+                      *window_geometry(run, x_shape, (c, *kernel, *gy.shape[1:3], n), stride, pads, dilation),
                       gx.reshape(-1), size=_indices(gx.shape, run))
     return gx
 
