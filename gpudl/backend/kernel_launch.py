@@ -5,14 +5,58 @@ CuPy's kernels on the GPU (``fused_cupy``) and the same specs compiled for the h
 :class:`Launcher` holds what differs: the kernel lookup, how a uint64 scalar is passed and the
 all-valid lengths array of the recurrent cells. The errors are the NumPy twins' (``fused_numpy``).
 """
+import functools
+
 import numpy
 
 from gpudl.backend import fused_numpy as _twin
-from gpudl.backend.kernel_specs import ACC_DTYPE, adam_bias_corrections
+from gpudl.backend.kernel_specs import ACC_DTYPE, KERNELS, adam_bias_corrections
 
 _MASK64 = (1 << 64) - 1
 _TARGET_DTYPES = frozenset(numpy.dtype(d) for d in ("int32", "int64", "uint8", "int16"))
 _check_float = _twin._check_float
+
+
+def sgd_arguments(grad, param, momentum_buffer, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                  weight_decay=0.0, first_step=False):
+    """``(kernel name, arrays, scalars)`` of an SGD update (see ``fused_numpy.sgd_update``): the
+    optimizer kernel of ``kernel_specs``, its array arguments and its scalar arguments, each in
+    the spec's order. The arrays may be single arrays or lists of them (the foreach form)."""
+    if momentum == 0.0:
+        return "sgd", (grad, param), (float(lr), float(weight_decay))
+    if momentum_buffer is None:
+        raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
+    return "sgd_momentum", (grad, param, momentum_buffer), (
+        float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(first_step))
+
+
+def adam_arguments(grad, param, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3, beta1=0.9,
+                   beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False):
+    """``(kernel name, arrays, scalars)`` of an Adam/AdamW update (see ``fused_numpy.adam_update``),
+    as :func:`sgd_arguments`."""
+    step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
+    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+               float(step_size), float(bias_correction2_sqrt))
+    if not amsgrad:
+        return "adam", (grad, param, exp_avg, exp_avg_sq), scalars
+    if max_exp_avg_sq is None:
+        raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
+    return "adam_amsgrad", (grad, param, exp_avg, exp_avg_sq, max_exp_avg_sq), scalars
+
+
+def spec_order(op, arrays, scalars):
+    """The positional arguments of kernel ``op``: ``arrays`` and ``scalars`` interleaved as the
+    spec's parameters list them (optimizer specs: ``grad``, the scalars, then the outputs)."""
+    arrays, scalars = iter(arrays), iter(scalars)
+    return [next(arrays) if is_array else next(scalars) for is_array in _array_params(op)]
+
+
+@functools.cache
+def _array_params(op):
+    """Per parameter of kernel ``op``, in order: True for an array (a type letter such as ``T``),
+    False for a scalar (a fixed dtype such as ``float64``)."""
+    return tuple(len(p.split()[-2]) == 1 for p in
+                 (KERNELS[op]["in_params"] + ", " + KERNELS[op]["out_params"]).split(", "))
 
 
 def _flat(name, *arrays):
@@ -102,29 +146,20 @@ class Launcher:
                    nesterov=False, weight_decay=0.0, first_step=False):
         """One SGD step in place; see ``fused_numpy.sgd_update``."""
         _check_float("sgd", param, grad)
-        if momentum == 0.0:
-            self.kernel("sgd")(grad, float(lr), float(weight_decay), param)
-            return
-        if momentum_buffer is None:
-            raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
-        self.kernel("sgd_momentum")(grad, float(lr), float(momentum), float(dampening),
-                                    float(weight_decay), bool(nesterov), bool(first_step), param,
-                                    momentum_buffer)
+        op, arrays, scalars = sgd_arguments(grad, param, momentum_buffer, lr=lr, momentum=momentum,
+                                            dampening=dampening, nesterov=nesterov,
+                                            weight_decay=weight_decay, first_step=first_step)
+        self.kernel(op)(*spec_order(op, arrays, scalars))
 
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
                     beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
                     decoupled=False):
         """One Adam/AdamW step in place; see ``fused_numpy.adam_update``."""
         _check_float("adam", param, grad)
-        step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
-        scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
-                   bool(decoupled), float(step_size), float(bias_correction2_sqrt))
-        if amsgrad:
-            if max_exp_avg_sq is None:
-                raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
-            self.kernel("adam_amsgrad")(grad, *scalars, param, exp_avg, exp_avg_sq, max_exp_avg_sq)
-        else:
-            self.kernel("adam")(grad, *scalars, param, exp_avg, exp_avg_sq)
+        op, arrays, scalars = adam_arguments(grad, param, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step,
+                                             lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                             weight_decay=weight_decay, amsgrad=amsgrad, decoupled=decoupled)
+        self.kernel(op)(*spec_order(op, arrays, scalars))
 
     # recurrent cells: one launch per time step (kernels/rnn.cuh) ---------------------------------
     def rnn_cell_forward(self, xw, hw, h_prev, h, *, lengths=None, t=0, relu=False):

@@ -17,7 +17,8 @@ import numpy as np
 
 from . import host_compiler
 from .fused_numpy import _check_float
-from .kernel_specs import KERNELS, adam_bias_corrections
+from .kernel_launch import adam_arguments, sgd_arguments, spec_order
+from .kernel_specs import KERNELS
 from .native_kernels import (C_TYPES, PARALLEL_MIN, PARALLEL_MIN_CHEAP, _serial_after_fork, dtype_signatures, kernel,
                              parse_params)
 
@@ -148,20 +149,6 @@ def _entries():
     return entries
 
 
-@functools.cache
-def _layout(op):
-    """For kernel ``op``: the position of each parameter among the arrays (None for a scalar)."""
-    params = parse_params(KERNELS[op])
-    positions, k = [], 0
-    for p in params:
-        if p.is_placeholder:
-            positions.append(k)
-            k += 1
-        else:
-            positions.append(None)
-    return positions
-
-
 def launch(op, columns, scalars):
     """Apply kernel ``op`` to every tensor: ``columns`` holds, per array parameter of the spec (in
     its order), one array per tensor; ``scalars`` are the spec's scalar arguments in order.
@@ -180,8 +167,7 @@ def launch(op, columns, scalars):
         if fits:
             buckets.setdefault(dtype, []).extend([a.__array_struct__ for a in arrays])
         else:
-            values = iter(scalars)
-            kernel(op)(*[next(values) if k is None else arrays[k] for k in _layout(op)])
+            kernel(op)(*spec_order(op, arrays, scalars))
     for dtype, capsules in buckets.items():
         entries[dtype](tuple(capsules), *scalars)
 
@@ -191,13 +177,8 @@ def sgd_foreach(params, grads, momentum_buffers, *, lr, momentum=0.0, dampening=
     """``fused_numpy.sgd_update`` for lists of tensors (``momentum_buffers`` None without
     momentum), in one multi-threaded pass per dtype."""
     _check_float("sgd", *params, *grads)
-    if momentum == 0.0:
-        launch("sgd", (grads, params), (float(lr), float(weight_decay)))
-        return
-    if momentum_buffers is None:
-        raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
-    launch("sgd_momentum", (grads, params, momentum_buffers),
-           (float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(first_step)))
+    launch(*sgd_arguments(grads, params, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+                          nesterov=nesterov, weight_decay=weight_decay, first_step=first_step))
 
 
 def adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3, beta1=0.9,
@@ -205,12 +186,5 @@ def adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, 
     """``fused_numpy.adam_update`` for lists of tensors at one step count (``max_exp_avg_sqs``
     None unless ``amsgrad``), in one multi-threaded pass per dtype."""
     _check_float("adam", *params, *grads)
-    step_size, bias_correction2_sqrt = adam_bias_corrections(step, lr, beta1, beta2)
-    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
-               float(step_size), float(bias_correction2_sqrt))
-    if not amsgrad:
-        launch("adam", (grads, params, exp_avgs, exp_avg_sqs), scalars)
-        return
-    if max_exp_avg_sqs is None:
-        raise ValueError("adam_update: amsgrad=True needs max_exp_avg_sq")
-    launch("adam_amsgrad", (grads, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs), scalars)
+    launch(*adam_arguments(grads, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, beta1=beta1,
+                           beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, decoupled=decoupled))
