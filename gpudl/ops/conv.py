@@ -1,4 +1,4 @@
-"""2-D convolution by im2col and one GEMM, plus the window geometry and padding pooling shares.
+"""2-D convolution by im2col and one GEMM, plus the argument helpers pooling shares.
 
 Memory layout. A convolution's output is stored batch-last, as [C, H, W, N], and handed out as a
 transposed view with PyTorch's logical shape [N, C, H, W]. With im2col columns laid out
@@ -43,27 +43,6 @@ def output_size(op, in_hw, kernel, stride, pads, dilation):
         raise ValueError(f"{op}: the input's spatial size {tuple(in_hw)} (padded: {padded}) is smaller than the "
                          f"kernel {tuple(kernel)} (with dilation {tuple(dilation)}: {extent})")
     return tuple((p - e) // s + 1 for p, e, s in zip(padded, extent, stride))
-
-
-def window_tap(i, j, out_hw, stride, dilation):
-    """Index of tap ``(i, j)`` of every window, for the last two axes of a padded array."""
-    return (slice(None), slice(None),
-            slice(i * dilation[0], i * dilation[0] + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
-            slice(j * dilation[1], j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
-
-
-def batch_last_padded(xp, device, x, pads, fill):
-    """``x`` [N, C, H, W] copied into a workspace array laid out [C, H+top+bottom, W+left+right, N]
-    whose border holds ``fill``; give it back to the buffer pool when done."""
-    n, c, h, w = x.shape
-    top, bottom, left, right = pads
-    buffer = POOL.take(xp, device, (c, h + top + bottom, w + left + right, n), x.dtype)
-    buffer[:, :top] = fill
-    buffer[:, top + h:] = fill
-    buffer[:, top:top + h, :left] = fill
-    buffer[:, top:top + h, left + w:] = fill
-    buffer[:, top:top + h, left:left + w] = x.transpose(TO_BATCH_LAST)
-    return buffer
 
 
 class Conv2d(Function):

@@ -6,7 +6,28 @@ from ..autograd.grad_mode import grad_mode
 from ..backend.buffer_pool import POOL
 from ..backend.pooling_kernels import output_size as pool_output_size
 from ._util import accumulation_dtype
-from .conv import TO_BATCH_LAST, TO_NCHW, batch_last_padded, output_size, pair, positive_pair, window_tap
+from .conv import TO_BATCH_LAST, TO_NCHW, output_size, pair, positive_pair
+
+
+def window_tap(i, j, out_hw, stride, dilation):
+    """Index of tap ``(i, j)`` of every window, for the last two axes of a padded array."""
+    return (slice(None), slice(None),
+            slice(i * dilation[0], i * dilation[0] + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+            slice(j * dilation[1], j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
+
+
+def batch_last_padded(xp, device, x, pads, fill):
+    """``x`` [N, C, H, W] copied into a workspace array laid out [C, H+top+bottom, W+left+right, N]
+    whose border holds ``fill``; give it back to the buffer pool when done."""
+    n, c, h, w = x.shape
+    top, bottom, left, right = pads
+    buffer = POOL.take(xp, device, (c, h + top + bottom, w + left + right, n), x.dtype)
+    buffer[:, :top] = fill
+    buffer[:, top + h:] = fill
+    buffer[:, top:top + h, :left] = fill
+    buffer[:, top:top + h, left + w:] = fill
+    buffer[:, top:top + h, left:left + w] = x.transpose(TO_BATCH_LAST)
+    return buffer
 
 
 class _Pool2d(Function):
