@@ -13,10 +13,10 @@ these same threads (``blas`` and ``openblas_pool``: one pool, since OpenBLAS's o
 busy-wait without yielding for ~0.1 s after each product and so hold the cores our threads need).
 An idle libgomp thread spins for up to ``GOMP_SPINCOUNT`` iterations after each
 parallel loop before it sleeps (libgomp's default when ``OMP_WAIT_POLICY`` is unset: 300,000, cut
-to 1,000 when there are more threads than CPUs). With one pool that is what keeps small products
+to 100 when there are more OpenMP threads than CPUs). With one pool that is what keeps small products
 and kernels fast: a sleeping thread takes 35-50 µs to wake here, longer than a [32, 512] x [512,
-512] product, and nothing else of ours wants the core meanwhile (bench MLP at batch 32, 2 threads:
-1.15x PyTorch with the default spin, 0.76x with sleeping threads). With two pools
+512] product, and nothing else of ours wants the core meanwhile (gpudl's bench MLP step at batch 32,
+2 threads, two alternating runs: 1.40-1.45 ms so, 1.76-1.90 ms with sleeping threads). With two pools
 (``GPUDL_BLAS_THREADS=own``) a spinning libgomp thread takes the core from the next OpenBLAS
 product, so there, unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, gpudl sets
 ``OMP_WAIT_POLICY=PASSIVE`` before loading libgomp and our threads sleep as soon as a loop ends. A process
