@@ -30,6 +30,7 @@ def fresh_choice(monkeypatch, tmp_path):
 class FakeMkl:
     """Stands in for a loaded MKL: records its construction, multiplies with NumPy."""
     loaded = 0
+    kernels = {}  # no cblas functions: the recurrent layers step in Python with it
 
     def __init__(self, path, threads):
         FakeMkl.loaded += 1
@@ -210,6 +211,33 @@ def test_a_linear_training_step_is_the_same_on_both_providers(monkeypatch, dtype
     on_mkl = linear_training_step(dtype)
     for expected, actual in zip(on_numpy, on_mkl):
         np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol)
+
+
+def lstm_layer_results(dtype):
+    """Outputs and gradients of an LSTM layer over 5 steps of a batch of 40 (split over threads)."""
+    rng = np.random.default_rng(5)
+    tensors = [gpudl.tensor(rng.standard_normal(shape).astype(dtype) * 0.3, requires_grad=True)
+               for shape in ((5, 40, 8), (128, 8), (128, 32), (128,), (128,))]
+    x, w_ih, w_hh, b_ih, b_hh = tensors
+    y, h_n, c_n = gpudl.ops.rnn.lstm_layer(x, None, None, w_ih, w_hh, b_ih, b_hh)
+    (y.sum() + h_n.sum() + c_n.sum()).backward()
+    return [y.numpy(), h_n.numpy(), c_n.numpy()] + [t.grad.numpy() for t in tensors]
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_recurrent_layers_run_whole_sequences_on_mkl_as_on_numpy(monkeypatch, dtype, rtol):
+    from gpudl.backend import cpu_kernels, fused_native
+    if cpu_kernels.status().path != "native":
+        pytest.skip("the whole-sequence runner needs the compiled CPU kernels")
+    monkeypatch.setenv("GPUDL_BLAS", "numpy")
+    blas.reset()
+    on_numpy = lstm_layer_results(dtype)
+    mkl_matmul(monkeypatch)
+    address, ilp64 = blas.single_thread_gemm(dtype)
+    assert not ilp64 and fused_native.recurrence_runner(dtype).gemm_address == address  # MKL's own
+    for expected, actual in zip(on_numpy, lstm_layer_results(dtype), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
 
 
 def multiply_and_check(matmul, a, b):

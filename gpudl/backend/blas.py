@@ -166,7 +166,7 @@ def choice() -> Choice:
 
 def choose():
     """Decide the provider and bind ``matmul`` to it (raises BlasError for a bad or unsatisfiable GPUDL_BLAS)."""
-    global _choice, matmul
+    global _choice, matmul, _serial_gemm
     wanted = requested()
     if _pooled is not None:
         _pooled.own_threads()  # a measurement of NumPy's BLAS sees its own threads
@@ -188,16 +188,35 @@ def choose():
             decided = Choice("numpy", f"MKL installed but not loadable: {exc}")
     if decided.name == "mkl":
         requested_threads()
-        matmul = (mkl or Mkl(path, threads)).matmul
+        mkl = mkl or Mkl(path, threads)
+        matmul = mkl.matmul
+        # called from inside an OpenMP parallel region, MKL runs on the calling thread alone
+        _serial_gemm = {dtype: (_address(f), False) for dtype, f in mkl.kernels.items()}
         decided = replace(decided, pool="shared: MKL runs on libgomp, the CPU kernels' OpenMP runtime")
     else:
         matmul, pool, pool_threads = _numpy_gemm()
         decided = replace(decided, pool=pool, threads=pool_threads)
+        _serial_gemm = {} if pool_threads == 0 else {
+            dtype: (address, _pooled.openblas.ilp64) for dtype, (_, address) in _pooled.entries.items()}
     _choice = decided
     return _choice
 
 
 _pooled = None  # the PooledGemm, built once per process
+_serial_gemm = {}  # dtype: (address of a cblas_?gemm to call from gpudl's OpenMP threads, ILP64?)
+
+
+def single_thread_gemm(dtype):
+    """``(address, ilp64)`` of the provider's ``cblas_sgemm``/``cblas_dgemm`` for ``dtype``, which
+    runs on its calling thread alone when called from gpudl's OpenMP threads, so that native loops
+    can issue their own products (``native_recurrence``); None when the provider keeps threads of its
+    own (``GPUDL_BLAS_THREADS=own``, or no compiled CPU kernels) or has no such function."""
+    choice()
+    return _serial_gemm.get(numpy.dtype(dtype))
+
+
+def _address(function):
+    return ctypes.cast(function, ctypes.c_void_p).value
 
 
 def _numpy_gemm():
@@ -290,5 +309,5 @@ def describe() -> str:
 
 def reset():
     """Forget the choice (tests change GPUDL_BLAS); the next ``choice()`` decides again."""
-    global _choice, matmul
-    _choice, matmul = None, _first_matmul
+    global _choice, matmul, _serial_gemm
+    _choice, matmul, _serial_gemm = None, _first_matmul, {}

@@ -20,7 +20,7 @@ from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
 from gpudl.backend import conv_kernels, layer_norm_kernels, pooling_kernels
-from gpudl.backend import native_foreach
+from gpudl.backend import native_foreach, native_recurrence
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import PARALLEL_MIN, kernel
 
@@ -112,16 +112,6 @@ def activation_backward(name, x, y, gy, **params):
 # fused_cupy (kernel_launch); class targets are checked on the host, as the twin does (an
 # immediate IndexError)
 
-_ALL_VALID = 1 << 62  # a length no sequence reaches: every step valid
-
-
-@functools.lru_cache(maxsize=64)
-def _all_valid_lengths(batch):
-    lengths = np.full(batch, _ALL_VALID, dtype=np.int64)
-    lengths.flags.writeable = False
-    return lengths
-
-
 def _routed(op):
     """``op`` launched natively, or as its twin while ``op`` is in the preferred-twin set."""
     native = getattr(_launch, op)
@@ -132,7 +122,7 @@ def _routed(op):
     return run
 
 
-_launch = Launcher(kernel, np, int, lambda state: _all_valid_lengths(state.shape[0]),
+_launch = Launcher(kernel, np, int, lambda state: native_recurrence.all_valid_lengths(state.shape[0]),
                    check_class_indices)
 softmax_cross_entropy_forward = _routed("softmax_cross_entropy_forward")
 softmax_cross_entropy_backward = _routed("softmax_cross_entropy_backward")
@@ -142,6 +132,7 @@ sgd_foreach, adam_foreach = native_foreach.sgd_foreach, native_foreach.adam_fore
 rnn_cell_forward, rnn_cell_backward = _routed("rnn_cell_forward"), _routed("rnn_cell_backward")
 lstm_cell_forward, lstm_cell_backward = _routed("lstm_cell_forward"), _launch.lstm_cell_backward
 gru_cell_forward, gru_cell_backward = _routed("gru_cell_forward"), _launch.gru_cell_backward
+recurrence_runner = native_recurrence.runner  # whole sequences in one call (float32, float64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ is one product for the recurrence (``h_prev @ W_hh.T``) and one fused cell kerne
 (``backend.fused.*_cell_forward``, kernels/rnn.cuh). Backward through time keeps only
 ``dh = dgates_t @ W_hh`` and the cell's backward kernel inside the loop; the gradients of ``x``,
 ``W_ih`` with the input bias, and ``W_hh`` are single matrix products over all steps after it.
+Where the backend has a runner for whole sequences (``fused.recurrence_runner``: the host's
+compiled kernels, gpudl.backend.native_recurrence) the time loop is one call to it, with the same
+cell functions and products; elsewhere it is the Python loop over steps here.
 
 Buffers are allocated once per call for the whole sequence, from the buffer pool
 (gpudl.backend.buffer_pool), which takes back those that never leave the Function (not the states
@@ -46,6 +49,7 @@ class _Recurrence(Function):
         self.reverse = reverse
         self.lengths = lengths
         self.device = None
+        self.runner = None
 
     def _buffer(self, shape, dtype):
         """A per-sequence buffer from the pool."""
@@ -89,6 +93,7 @@ class _Recurrence(Function):
         xp = self.xp
         self.device = self.backend.device_of(x)
         steps, batch, features = x.shape
+        self.sequence_shape = (steps, batch)
         hidden = w_hh.shape[1]
         xa, wa = self._bias_column(x, w_ih, b_ih, b_hh)
         self.bias_column = xa.shape[2] > features  # then xa is a pooled buffer of our own
@@ -100,9 +105,13 @@ class _Recurrence(Function):
         hw = self._buffer((batch, self.gates * hidden), x.dtype)
         w_rec, rec_buffers = self._recurrent_weight(w_hh)
         fused = self.backend.fused
-        for t, prev, cur in self._order(steps):
-            gemm(xp, hs[prev], w_rec, out=hw)
-            self._cell_forward(fused, cell, xw, hw, hs, t, prev, cur)
+        self.runner = fused.recurrence_runner(x.dtype)
+        if self.runner is not None:
+            self._sequence_forward(cell, xw, hw, hs, w_rec)
+        else:
+            for t, prev, cur in self._order(steps):
+                gemm(xp, hs[prev], w_rec, out=hw)
+                self._cell_forward(fused, cell, xw, hw, hs, t, prev, cur)
         internal = self._internal(xw, cell)
         pooled = [hw] if any(a is xw for a in internal) else [hw, xw]
         POOL.give(self.device, *pooled, *rec_buffers)
@@ -127,13 +136,16 @@ class _Recurrence(Function):
         dc = self._cell_gradient(gc_n, zeros)
         dgx, dgh = self._gate_gradients(steps, batch, hidden, dtype)
         fused = self.backend.fused
-        order = self._order(steps)[::-1]
         needs = self.needs_input_grad
-        for k, (t, prev, cur) in enumerate(order):
-            self._cell_backward(fused, cell, hs, zeros if dy is None else dy[t], dh_rec, dh, dc,
-                                dgx, dgh, t, prev, cur)
-            if k + 1 < steps or needs[1]:
-                gemm(xp, dgh[t], w_hh, out=dh_rec)
+        if self.runner is not None:
+            self._sequence_backward(cell, hs, zeros if dy is None else dy, dh_rec, dh, dc, dgx, dgh,
+                                    xp.ascontiguousarray(w_hh), needs[1])
+        else:
+            for k, (t, prev, cur) in enumerate(self._order(steps)[::-1]):
+                self._cell_backward(fused, cell, hs, zeros if dy is None else dy[t], dh_rec, dh, dc,
+                                    dgx, dgh, t, prev, cur)
+                if k + 1 < steps or needs[1]:
+                    gemm(xp, dgh[t], w_hh, out=dh_rec)
         dgx2 = dgx.reshape(steps * batch, dgx.shape[-1])
         dgh2 = dgh.reshape(steps * batch, dgh.shape[-1])
         gx = gemm(xp, dgx2, w_ih).reshape(steps, batch, features) if needs[0] else None
@@ -160,6 +172,16 @@ class _Recurrence(Function):
             if self.bias_column:
                 POOL.give(self.device, self.saved[0])
         super().release()
+
+    def _run(self, loop, w, *arrays):
+        """``loop`` of the whole-sequence runner (see ``native_recurrence.LOOPS``) over this
+        layer's sequence; ``arrays`` are the loop's own arguments."""
+        self.runner.run(loop, w, self.lengths, *self.sequence_shape, *arrays, reverse=self.reverse)
+
+    @staticmethod
+    def _step_stride(dy):
+        """Elements between the steps of ``dy``: [T, B, H], or one [B, H] of zeros for all."""
+        return dy[0].size if dy.ndim == 3 else 0
 
     # hooks --------------------------------------------------------------------------------
     def _forward_buffers(self, xw, c0, b_hh, hidden):
@@ -193,6 +215,13 @@ class RNNSequence(_Recurrence):
         super().__init__(reverse, lengths)
         self.relu = relu
 
+    def _sequence_forward(self, cell, xw, hw, hs, w_rec):
+        self._run("rnn_forward", w_rec, self.relu, hs, xw, hw)
+
+    def _sequence_backward(self, cell, hs, dy, dh_rec, dh, dc, dgx, dgh, w_hh, last_product):
+        self._run("rnn_backward", w_hh, self.relu, last_product, hs, dy, self._step_stride(dy),
+                  dh_rec, dh, dgx)
+
     def _cell_forward(self, fused, cell, xw, hw, hs, t, prev, cur):
         fused.rnn_cell_forward(xw[t], hw, hs[prev], hs[cur], lengths=self.lengths, t=t,
                                relu=self.relu)
@@ -221,6 +250,13 @@ class LSTMSequence(_Recurrence):
 
     def _cell_gradient(self, gc_n, zeros):
         return zeros.copy() if gc_n is None else self.xp.array(gc_n, dtype=zeros.dtype, copy=True)
+
+    def _sequence_forward(self, cell, xw, hw, hs, w_rec):
+        self._run("lstm_forward", w_rec, hs, xw, hw, *cell)
+
+    def _sequence_backward(self, cell, hs, dy, dh_rec, dh, dc, dgx, dgh, w_hh, last_product):
+        self._run("lstm_backward", w_hh, last_product, *cell, dy, self._step_stride(dy), dh_rec,
+                  dh, dc, dgx)
 
     def _cell_forward(self, fused, cell, xw, hw, hs, t, prev, cur):
         cs, tanh_c = cell
@@ -251,6 +287,14 @@ class GRUSequence(_Recurrence):
     def _gate_gradients(self, steps, batch, hidden, dtype):
         shape = (steps, batch, 3 * hidden)
         return self._buffer(shape, dtype), self._buffer(shape, dtype)
+
+    def _sequence_forward(self, cell, xw, hw, hs, w_rec):
+        act, bias = cell
+        self._run("gru_forward", w_rec, hs, xw, hw, self.xp.ascontiguousarray(bias), act)
+
+    def _sequence_backward(self, cell, hs, dy, dh_rec, dh, dc, dgx, dgh, w_hh, last_product):
+        self._run("gru_backward", w_hh, last_product, cell[0], hs, dy, self._step_stride(dy),
+                  dh_rec, dh, dgx, dgh)
 
     def _cell_forward(self, fused, cell, xw, hw, hs, t, prev, cur):
         act, bias = cell
