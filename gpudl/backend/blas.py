@@ -191,26 +191,39 @@ def choose():
         mkl = mkl or Mkl(path, threads)
         matmul = mkl.matmul
         # called from inside an OpenMP parallel region, MKL runs on the calling thread alone
-        _serial_gemm = {dtype: (_address(f), False) for dtype, f in mkl.kernels.items()}
+        _serial_gemm = {dtype: SerialGemm(_address(f), False, 0) for dtype, f in mkl.kernels.items()}
         decided = replace(decided, pool="shared: MKL runs on libgomp, the CPU kernels' OpenMP runtime")
     else:
         matmul, pool, pool_threads = _numpy_gemm()
         decided = replace(decided, pool=pool, threads=pool_threads)
-        _serial_gemm = {} if pool_threads == 0 else {
-            dtype: (address, _pooled.openblas.ilp64) for dtype, (_, address) in _pooled.entries.items()}
+        _serial_gemm = {}
+        if pool_threads:
+            small = (openblas_pool.SMALL_MATRIX_MNK
+                     if _pooled.openblas.core.lower() in openblas_pool.SMALL_MATRIX_CORES else 0)
+            _serial_gemm = {dtype: SerialGemm(address, _pooled.openblas.ilp64, small)
+                            for dtype, (_, address) in _pooled.entries.items()}
     _choice = decided
     return _choice
 
 
 _pooled = None  # the PooledGemm, built once per process
-_serial_gemm = {}  # dtype: (address of a cblas_?gemm to call from gpudl's OpenMP threads, ILP64?)
+_serial_gemm = {}  # dtype: SerialGemm
+
+
+@dataclass(frozen=True)
+class SerialGemm:
+    """A ``cblas_?gemm`` that runs on its calling thread alone when called from gpudl's OpenMP
+    threads: its ``address``, whether its integers are 64-bit (``ilp64``), and the multiply-adds up
+    to which it takes an unpacked small-matrix path (``small_matrix_mnk``, 0: none)."""
+    address: int
+    ilp64: bool
+    small_matrix_mnk: int
 
 
 def single_thread_gemm(dtype):
-    """``(address, ilp64)`` of the provider's ``cblas_sgemm``/``cblas_dgemm`` for ``dtype``, which
-    runs on its calling thread alone when called from gpudl's OpenMP threads, so that native loops
-    can issue their own products (``native_recurrence``); None when the provider keeps threads of its
-    own (``GPUDL_BLAS_THREADS=own``, or no compiled CPU kernels) or has no such function."""
+    """The provider's :class:`SerialGemm` for ``dtype``, so that native loops can issue their own
+    products (``native_recurrence``); None when the provider keeps threads of its own
+    (``GPUDL_BLAS_THREADS=own``, or no compiled CPU kernels) or has no such function."""
     choice()
     return _serial_gemm.get(numpy.dtype(dtype))
 
