@@ -32,13 +32,14 @@
 
 namespace gpudl {
 
+// im2col of the `run` column entries from flat index `start` on (a run never leaves one output
+// row: the host's blocked convolution, gpudl/backend/native_conv.py, calls this directly).
 template <typename T, typename X, typename Cols>
-__device__ inline void im2col(const X& x, long long i, long long run, long long N, long long H,
-                              long long W, long long KH, long long KW, long long OH,
-                              long long OW, long long stride_h, long long stride_w,
-                              long long pad_top, long long pad_left, long long dil_h,
-                              long long dil_w, Cols& cols) {
-  const long long start = i * run;
+__device__ inline void im2col_run(const X& x, long long start, long long run, long long N,
+                                  long long H, long long W, long long KH, long long KW,
+                                  long long OH, long long OW, long long stride_h,
+                                  long long stride_w, long long pad_top, long long pad_left,
+                                  long long dil_h, long long dil_w, Cols& cols) {
   long long n = start % N;
   long long r = start / N;
   long long ow = r % OW;
@@ -63,6 +64,16 @@ __device__ inline void im2col(const X& x, long long i, long long run, long long 
     }
     done += len;
   }
+}
+
+template <typename T, typename X, typename Cols>
+__device__ inline void im2col(const X& x, long long i, long long run, long long N, long long H,
+                              long long W, long long KH, long long KW, long long OH,
+                              long long OW, long long stride_h, long long stride_w,
+                              long long pad_top, long long pad_left, long long dil_h,
+                              long long dil_w, Cols& cols) {
+  im2col_run<T>(x, i * run, run, N, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_top, pad_left,
+                dil_h, dil_w, cols);
 }
 
 // Index of output position o along one axis read by tap k at input position p, or -1 if none.

@@ -166,6 +166,7 @@ rnn_cell_forward, rnn_cell_backward = _launch.rnn_cell_forward, _launch.rnn_cell
 lstm_cell_forward, lstm_cell_backward = _launch.lstm_cell_forward, _launch.lstm_cell_backward
 gru_cell_forward, gru_cell_backward = _launch.gru_cell_forward, _launch.gru_cell_backward
 recurrence_runner = _host.recurrence_runner  # one launch per step and cell
+conv_runner = _host.conv_runner  # im2col of the whole layer, then one product
 
 
 # masked softmax of attention (kernels/attention.cuh), in a module of its own that uses kernel() above

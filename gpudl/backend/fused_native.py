@@ -20,7 +20,7 @@ from gpudl.backend import fused_numpy as _twin
 from gpudl.backend.kernel_launch import Launcher
 from gpudl.backend.kernel_specs import ACTIVATION_BACKWARD_USES
 from gpudl.backend import conv_kernels, layer_norm_kernels, pooling_kernels
-from gpudl.backend import native_foreach, native_recurrence
+from gpudl.backend import native_conv, native_foreach, native_recurrence
 from gpudl.backend.masked_softmax import launch_backward, launch_forward
 from gpudl.backend.native_kernels import PARALLEL_MIN, kernel
 
@@ -133,6 +133,7 @@ rnn_cell_forward, rnn_cell_backward = _routed("rnn_cell_forward"), _routed("rnn_
 lstm_cell_forward, lstm_cell_backward = _routed("lstm_cell_forward"), _launch.lstm_cell_backward
 gru_cell_forward, gru_cell_backward = _routed("gru_cell_forward"), _launch.gru_cell_backward
 recurrence_runner = native_recurrence.runner  # whole sequences in one call (float32, float64)
+conv_runner = native_conv.runner  # im2col and GEMM in cache-sized blocks (float32, float64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -575,6 +575,12 @@ def recurrence_runner(dtype):
     return None
 
 
+def conv_runner(dtype):
+    """None: here (and on the GPU) a convolution writes all its im2col columns, then multiplies
+    (ops/conv.py); the host's compiled kernels work in cache-sized blocks (``native_conv.runner``)."""
+    return None
+
+
 def _acc_out(a):
     """A buffer for computing ``a``'s new value: ``a`` itself, or a float32 scratch for float16
     (copied back with ``_write_back``)."""

@@ -15,11 +15,18 @@ for each input element, the column entries that read it (no zeroed buffer, one w
 Elementwise ops keep a view's memory order (NumPy's ``order='K'``),
 so the next layer, and the gradient coming back, usually arrive in this layout and are read
 without copying.
+
+Where the backend has a runner for blocked products (``fused.conv_runner``: the host's compiled
+kernels, gpudl.backend.native_conv; groups = 1) the columns are never written whole: each thread
+lays out and multiplies the columns of a few output rows at a time, the weight gradient recomputes
+them from the kept input, and at stride 1 the input gradient is the transposed convolution (the
+flipped kernel over the output gradient) instead of a column gradient and col2im.
 """
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
 from ..backend.buffer_pool import POOL
 from ..backend.conv_kernels import TO_BATCH_LAST, TO_NCHW
+from ..backend.native_conv import geometry
 from ._util import accumulation_dtype
 from .linear import check_same_dtype, gemm
 
@@ -53,7 +60,7 @@ class Conv2d(Function):
     def __init__(self, stride, pads, dilation, groups, out_hw, keep_columns):
         self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
         self.out_hw, self.keep_columns = out_hw, keep_columns
-        self.columns = None
+        self.columns = self.source = self.runner = None
 
     def forward(self, x, weight, bias):
         xp = self.xp
@@ -61,6 +68,16 @@ class Conv2d(Function):
         o, _, kh, kw = weight.shape
         oh, ow = self.out_hw
         self.device = self.backend.device_of(x)
+        self.saved = (weight,)
+        if self.groups == 1:
+            self.runner = self.backend.fused.conv_runner(x.dtype)
+        if self.runner is not None:
+            source = xp.ascontiguousarray(x.transpose(TO_BATCH_LAST))
+            out = xp.empty((o, oh, ow, n), x.dtype)
+            self.runner.forward(source, xp.ascontiguousarray(weight.reshape(o, -1)),
+                                None if bias is None else xp.ascontiguousarray(bias), out, self._geometry(kh, kw))
+            self.source = source if self.keep_columns else None
+            return out.transpose(TO_NCHW)
         columns = POOL.take(xp, self.device, (c, kh, kw, oh, ow, n), x.dtype)
         self.backend.fused.im2col(x, columns, self.stride, self.pads, self.dilation)
         g = self.groups
@@ -71,8 +88,10 @@ class Conv2d(Function):
             self.columns = columns
         else:
             POOL.give(self.device, columns)
-        self.saved = (weight,)
         return out.transpose(TO_NCHW)
+
+    def _geometry(self, kh, kw):
+        return geometry(self.x_shape, (kh, kw), self.out_hw, self.stride, self.pads, self.dilation)
 
     def backward(self, grad):
         weight, = self.saved
@@ -82,11 +101,18 @@ class Conv2d(Function):
         length = grad.size // o
         grad3 = grad.transpose(TO_BATCH_LAST).reshape(g, o // g, length)  # a view in the layout forward made
         gx = gw = gb = None
-        if self.needs_input_grad[1]:
+        if self.runner is not None:
+            grad3 = xp.ascontiguousarray(grad3)
+        if self.needs_input_grad[1] and self.runner is not None:
+            gw = self.runner.weight_grad(self.source, grad3, xp.empty((o, weight.size // o), weight.dtype),
+                                         self._geometry(*weight.shape[2:])).reshape(weight.shape)
+        elif self.needs_input_grad[1]:
             gw = gemm(xp, grad3, self.columns.reshape(g, weight.size // o, length).transpose(0, 2, 1)).reshape(weight.shape)
         if self.needs_input_grad[2]:
             gb = grad3.reshape(o, length).sum(axis=1, dtype=accumulation_dtype(grad.dtype))
-        if self.needs_input_grad[0]:
+        if self.needs_input_grad[0] and self.runner is not None and self.stride == (1, 1):
+            gx = self._transposed_convolution(grad3, weight)
+        elif self.needs_input_grad[0]:
             n, c, _, _ = self.x_shape
             kh, kw = weight.shape[2:]
             gcolumns = POOL.take(xp, self.device, (c, kh, kw) + tuple(self.out_hw) + (n,), grad.dtype)
@@ -96,10 +122,26 @@ class Conv2d(Function):
             POOL.give(self.device, gcolumns)
         return gx, gw, gb
 
+    def _transposed_convolution(self, grad3, weight):
+        """The input gradient at stride 1 as a forward convolution of the output gradient [O, OH,
+        OW, N] with the kernel flipped, its channels swapped, and the padding that makes the
+        output [C, H, W, N]: ``dilation * (k - 1) - pad`` at the top and left."""
+        xp = self.xp
+        n, c, h, w = self.x_shape
+        o, _, kh, kw = weight.shape
+        flipped = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+        dh, dw = self.dilation
+        pads = (dh * (kh - 1) - self.pads[0], 0, dw * (kw - 1) - self.pads[2], 0)
+        gx = xp.empty((c, h, w, n), grad3.dtype)
+        self.runner.forward(grad3, flipped, None, gx, geometry((n, o, *self.out_hw), (kh, kw), (h, w), (1, 1),
+                                                               pads, self.dilation))
+        return gx.transpose(TO_NCHW)
+
     def release(self):
         if self.columns is not None:
             POOL.give(self.device, self.columns)
             self.columns = None
+        self.source = None
         super().release()
 
 
