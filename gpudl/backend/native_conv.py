@@ -20,23 +20,18 @@ float32 and float64, groups = 1, and only where the BLAS runs on gpudl's threads
 the per-op form.
 """
 import ctypes
-import functools
 
 import numpy
 
-from . import blas, host_compiler, native_kernels, openblas_pool
+from . import host_compiler, native_kernels, openblas_pool, serial_gemm_loops
 from .kernel_specs import preamble
 
 BLOCK_BYTES = 1 << 19  # a thread's column buffer: half of this machine's 1 MiB L2 per core
 
 _SOURCE = r"""
-#include <omp.h>
-#include <cstdint>
 #include <vector>
 namespace gpudl_conv {
-template <typename I, typename T>
-using cblas_gemm = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
-const int ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112;
+using namespace gpudl_blas;
 
 // Element f of the full columns [R, OH, OW*N], stored in a block buffer from `shift` on.
 template <typename T> struct Shifted {
@@ -91,19 +86,13 @@ void block_columns(const T* x, const Geometry& g, const Block& k, T* buf) {
     }
 }
 
-inline int thread_count(double work, long long blocks, long long parallel_min) {
-  long long threads = omp_get_max_threads();
-  if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
-  return int(threads < blocks ? threads : blocks);
-}
-
 // out [O, OH*OW*N] = w [O, R] @ columns of x, plus bias [O] (if not null).
 template <typename I, typename T>
 void forward(void* function, const T* x, const T* w, const T* bias, T* out, long long O,
              Geometry g, long long positions, long long parallel_min) {
   const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
   const long long R = g.rows(), L = g.OH * g.OW * g.N, blocks = block_count(g, positions);
-#pragma omp parallel num_threads(thread_count(double(O) * R * L, blocks, parallel_min))
+#pragma omp parallel num_threads(threads_for(double(O) * R * L, parallel_min, blocks))
   {
     std::vector<T> buf(R * positions * g.N);
 #pragma omp for schedule(static)
@@ -128,7 +117,7 @@ void weight_grad(void* function, const T* x, const T* gy, T* gw, long long O, Ge
                  long long positions, long long parallel_min) {
   const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
   const long long R = g.rows(), L = g.OH * g.OW * g.N, blocks = block_count(g, positions);
-  const int threads = thread_count(double(O) * R * L, blocks, parallel_min);
+  const int threads = threads_for(double(O) * R * L, parallel_min, blocks);
   std::vector<T> partial(threads > 1 ? (threads - 1) * O * R : 0);
 #pragma omp parallel num_threads(threads)
   {
@@ -171,12 +160,10 @@ GPUDL_CONV_ENTRIES(f32_i64, int64_t, float)
 GPUDL_CONV_ENTRIES(f64_i64, int64_t, double)
 """
 
-_SUFFIXES = {numpy.dtype(numpy.float32): "f32", numpy.dtype(numpy.float64): "f64"}
-
-
 def library_source():
     """_SOURCE after the im2col device function (kernels/conv.cuh with common.cuh)."""
-    return "\n".join([host_compiler.SHIM, host_compiler.OPENMP_SERIAL, preamble("conv.cuh"), _SOURCE])
+    return "\n".join([host_compiler.SHIM, host_compiler.OPENMP_SERIAL, openblas_pool.GEMM_PREAMBLE,
+                      preamble("conv.cuh"), _SOURCE])
 
 
 class Runner:
@@ -187,7 +174,7 @@ class Runner:
         lib = host_compiler.build(library_source(), name="conv-blocks")
         native_kernels._serial_after_fork(lib)
         self.dtype, self.gemm = numpy.dtype(dtype), gemm
-        suffix = f"{_SUFFIXES[self.dtype]}_{'i64' if gemm.ilp64 else 'i32'}"
+        suffix = serial_gemm_loops.entry_suffix(dtype, gemm.ilp64)
         pointer, integer = ctypes.c_void_p, ctypes.c_longlong
         self._forward = getattr(lib, f"gpudl_conv_forward_{suffix}")
         self._forward.argtypes = [pointer] * 5 + [integer, pointer, integer, integer]
@@ -219,10 +206,7 @@ class Runner:
                 openblas_pool.PARALLEL_MIN)
 
     def _pointer(self, array):
-        if array.dtype != self.dtype or not array.flags.c_contiguous:
-            raise ValueError(f"conv blocks: expected a C-contiguous {self.dtype} array, got {array.dtype} "
-                             f"with strides {array.strides}")
-        return array.ctypes.data
+        return serial_gemm_loops.data_pointer("conv blocks", array, self.dtype)
 
 
 def geometry(x_shape, kernel, out_hw, stride, pads, dilation):
@@ -232,16 +216,7 @@ def geometry(x_shape, kernel, out_hw, stride, pads, dilation):
     return (n, c, h, w, *kernel, *out_hw, *stride, pads[0], pads[2], *dilation)
 
 
-@functools.cache
-def _runner(dtype, gemm):
-    return Runner(dtype, gemm)
-
-
 def runner(dtype):
     """The :class:`Runner` for ``dtype``, or None where the per-op form runs instead: float16, or a
     BLAS that keeps its own threads (``blas.single_thread_gemm``)."""
-    dtype = numpy.dtype(dtype)
-    if dtype not in _SUFFIXES:
-        return None
-    gemm = blas.single_thread_gemm(dtype)
-    return None if gemm is None else _runner(dtype, gemm)
+    return serial_gemm_loops.runner(Runner, dtype)

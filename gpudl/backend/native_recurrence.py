@@ -21,18 +21,14 @@ import functools
 
 import numpy
 
-from . import blas, host_compiler, native_kernels, openblas_pool
+from . import host_compiler, native_kernels, openblas_pool, serial_gemm_loops
 from .kernel_specs import preamble
 
 MIN_CHUNK_ROWS = 4  # fewer rows a product re-read the weights too often: one product per block
 
 _SOURCE = r"""
-#include <omp.h>
-#include <cstdint>
 namespace gpudl_recurrence {
-template <typename I, typename T>
-using cblas_gemm = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
-const int ROW_MAJOR = 101, NO_TRANS = 111;
+using namespace gpudl_blas;
 
 // out[first:last] = a[first:last] @ w for a [*, k] and w [k, n], C-contiguous, in products of
 // at most `chunk` rows, all of about the same size.
@@ -56,10 +52,7 @@ template <typename I, typename T, typename Operand, typename Cell>
 void drive(void* function, long long steps, long long batch, bool reverse, bool backward,
            bool last_product, long long k, long long n, const T* w, T* result, long long chunk,
            long long parallel_min, Operand operand, Cell cell) {
-  long long threads = omp_get_max_threads();
-  const double work = double(batch) * k * n;  // multiply-adds per step
-  if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
-  if (threads > batch) threads = batch;
+  const int threads = threads_for(double(batch) * k * n, parallel_min, batch);  // work of a step
 #pragma omp parallel num_threads(threads) if(threads > 1)
   {
     const long long count = omp_get_num_threads(), id = omp_get_thread_num();
@@ -208,26 +201,25 @@ LOOPS = {
     "gru_backward": ("bool last_product", "const T* act", "const T* hs", "const T* dy",
                      "long long dy_stride", "T* dh_rec", "T* dh", "T* dgx", "T* dgh"),
 }
-_TYPES = {numpy.dtype(numpy.float32): ("float", "f32"), numpy.dtype(numpy.float64): ("double", "f64")}
-_WIDTHS = {False: ("int32_t", "i32"), True: ("int64_t", "i64")}
+_INTEGERS = {False: "int32_t", True: "int64_t"}
 _CTYPES = {"bool": ctypes.c_bool, "long long": ctypes.c_longlong}
 
 
 def entry_name(loop, dtype, ilp64):
     """The exported symbol of ``loop`` for ``dtype`` and a BLAS with 64-bit (or 32-bit) integers."""
-    return f"gpudl_{loop}_{_TYPES[dtype][1]}_{_WIDTHS[ilp64][1]}"
+    return f"gpudl_{loop}_{serial_gemm_loops.entry_suffix(dtype, ilp64)}"
 
 
 def library_source():
     """_SOURCE after the cell functions (kernels/rnn.cuh with its headers, as the per-step kernels
     use them), with one ``extern "C"`` entry per loop, dtype and BLAS integer width."""
-    parts = [host_compiler.SHIM, host_compiler.OPENMP_SERIAL,
+    parts = [host_compiler.SHIM, host_compiler.OPENMP_SERIAL, openblas_pool.GEMM_PREAMBLE,
              preamble("activations.cuh", "rnn.cuh"), _SOURCE]
     for loop, own in LOOPS.items():
         params = _COMMON + own
         names = ", ".join(p.split()[-1].lstrip("*") for p in params)
-        for dtype, (c_type, _) in _TYPES.items():
-            for ilp64, (integer, _) in _WIDTHS.items():
+        for dtype, c_type in serial_gemm_loops.C_TYPES.items():
+            for ilp64, integer in _INTEGERS.items():
                 declared = ", ".join(p.replace("T*", f"{c_type}*") for p in params)
                 parts.append(f'extern "C" void {entry_name(loop, dtype, ilp64)}({declared}) {{\n'
                              f"  gpudl_recurrence::{loop}<{integer}, {c_type}>({names});\n}}")
@@ -263,18 +255,17 @@ class Runner:
         if lengths is None:
             lengths = all_valid_lengths(batch)
         chunk = self.gemm.small_matrix_mnk // w.size  # rows per product: w.size = k * n
+        if chunk < MIN_CHUNK_ROWS:
+            chunk = batch
         values = [self.gemm.address, steps, batch, min(w.shape), reverse,
-                  self._pointer(lengths, numpy.int64), chunk if chunk >= MIN_CHUNK_ROWS else batch,
-                  openblas_pool.PARALLEL_MIN, self._pointer(w)]
+                  self._pointer(lengths, numpy.dtype(numpy.int64)), chunk, openblas_pool.PARALLEL_MIN,
+                  self._pointer(w)]
         for param, value in zip(LOOPS[loop], own):
             values.append(self._pointer(value) if "*" in param else value)
         self.loops[loop](*values)
 
     def _pointer(self, array, dtype=None):
-        if array.dtype != (dtype or self.dtype) or not array.flags.c_contiguous:
-            raise ValueError(f"recurrence: expected a C-contiguous {dtype or self.dtype} array, got "
-                             f"{array.dtype} with strides {array.strides}")
-        return array.ctypes.data
+        return serial_gemm_loops.data_pointer("recurrence", array, dtype or self.dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -286,16 +277,7 @@ def all_valid_lengths(batch):
     return lengths
 
 
-@functools.cache
-def _runner(dtype, gemm):
-    return Runner(dtype, gemm)
-
-
 def runner(dtype):
     """The :class:`Runner` for ``dtype``, or None where the per-step form runs instead: float16,
     or a BLAS that keeps its own threads (``blas.single_thread_gemm``)."""
-    dtype = numpy.dtype(dtype)
-    if dtype not in _TYPES:
-        return None
-    gemm = blas.single_thread_gemm(dtype)
-    return None if gemm is None else _runner(dtype, gemm)
+    return serial_gemm_loops.runner(Runner, dtype)

@@ -31,13 +31,30 @@ PARALLEL_MIN = 1 << 18
 # wheels: ILP64, prefixed and suffixed), scipy-openblas32, and a plain distribution OpenBLAS.
 _SPELLINGS = (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", ""))
 
-_SOURCE = r"""
+# What every host loop that calls a single-threaded cblas_?gemm from gpudl's OpenMP threads needs
+# (the pooled products here, native_recurrence, native_conv): the function type (I: the BLAS's
+# integer), CBLAS's constants, and the thread count for an amount of work.
+GEMM_PREAMBLE = r"""
 #include <omp.h>
 #include <cstdint>
-namespace {
+namespace gpudl_blas {
 template <typename I, typename T>
 using cblas_gemm = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
-const int ROW_MAJOR = 101, NO_TRANS = 111;
+const int ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112;
+
+// Threads for `work` multiply-adds: all of OpenMP's, but at most one per `parallel_min` of them
+// (one below twice that) and at most `tasks`.
+inline int threads_for(double work, long long parallel_min, long long tasks) {
+  long long threads = omp_get_max_threads();
+  if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
+  return int(threads < tasks ? threads : tasks);
+}
+}  // namespace gpudl_blas
+"""
+
+_SOURCE = GEMM_PREAMBLE + r"""
+namespace {
+using namespace gpudl_blas;
 
 // Rows and columns of one of `parts` blocks of an m x n result: the grid (row parts x column
 // parts) that packs the least, since each block's call packs its rows of A and its columns of B
@@ -66,9 +83,7 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
                  const T* b, long long ldb, long long stride_b, T* c, long long parallel_min,
                  long long column_chunk) {
   const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
-  const double work = double(batch) * m * n * k;
-  long long threads = omp_get_max_threads();
-  if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
+  const long long threads = threads_for(double(batch) * m * n * k, parallel_min, 1LL << 62);
   const Grid grid(m, n, batch >= threads ? 1 : (threads + batch - 1) / batch);
   const long long blocks = grid.row_blocks * grid.column_blocks;
   const long long tasks = batch * blocks;
