@@ -75,18 +75,20 @@ struct Grid {
 
 // C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to one
 // thread per `parallel_min` multiply-adds. Tasks are whole items when there are at least as many
-// as threads, else the blocks of a Grid over each item. A task's columns are multiplied
-// `column_chunk` at a time (0: all at once).
+// as threads, else the blocks of a Grid over each item. With `small_mnk` > 0 a task's columns
+// are multiplied in slices of a multiple of 32 that keep rows * k * columns within it (OpenBLAS's
+// unpacked small-matrix kernels), where such a slice exists.
 template <typename I, typename T>
 void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
                  long long n, long long k, const T* a, long long lda, long long stride_a,
                  const T* b, long long ldb, long long stride_b, T* c, long long parallel_min,
-                 long long column_chunk) {
+                 long long small_mnk) {
   const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
   const long long threads = threads_for(double(batch) * m * n * k, parallel_min, 1LL << 62);
   const Grid grid(m, n, batch >= threads ? 1 : (threads + batch - 1) / batch);
   const long long blocks = grid.row_blocks * grid.column_blocks;
   const long long tasks = batch * blocks;
+  const long long slice = small_mnk / (grid.rows * k) / 32 * 32;
 #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && tasks > 1)
   for (long long task = 0; task < tasks; ++task) {
     const long long item = task / blocks, block = task % blocks;
@@ -95,7 +97,7 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
     const long long rows = m - row < grid.rows ? m - row : grid.rows;
     const long long columns = n - column < grid.columns ? n - column : grid.columns;
     const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? row * lda : row);
-    const long long chunk = column_chunk > 0 ? column_chunk : columns;
+    const long long chunk = slice >= 32 ? slice : columns;
     for (long long first = column; first < column + columns; first += chunk) {
       const long long width = column + columns - first < chunk ? column + columns - first : chunk;
       const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? first : first * ldb);
@@ -107,9 +109,9 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
 }  // namespace
 #define GPUDL_POOLED(NAME, I, T) extern "C" void NAME(void* f, int ta, int tb, long long batch, \
     long long m, long long n, long long k, const T* a, long long lda, long long sa, const T* b, \
-    long long ldb, long long sb, T* c, long long parallel_min, long long column_chunk) { \
+    long long ldb, long long sb, T* c, long long parallel_min, long long small_mnk) { \
   pooled_gemm<I, T>(f, ta, tb, batch, m, n, k, a, lda, sa, b, ldb, sb, c, parallel_min, \
-                    column_chunk); }
+                    small_mnk); }
 GPUDL_POOLED(gpudl_pooled_gemm_f32_i32, int32_t, float)
 GPUDL_POOLED(gpudl_pooled_gemm_f64_i32, int32_t, double)
 GPUDL_POOLED(gpudl_pooled_gemm_f32_i64, int64_t, float)
@@ -118,15 +120,16 @@ extern "C" int gpudl_pool_threads() { return omp_get_max_threads(); }
 """
 
 
-# OpenBLAS's kernels for these cores multiply small matrices directly, without packing, when
-# M*N*K <= 100^3 (its gemm_small_kernel_permit): one thread, OpenBLAS 0.3.31 on an AMD EPYC, the
-# [m, 128] @ [128, 512] product took 10.1 us at m = 8, 14.7 us at m = 12 and 33.1 us at m = 16.
+# OpenBLAS's kernels for these cores multiply small matrices directly, without packing or
+# OpenBLAS's buffer pool, when M*N*K <= 100^3 (its gemm_small_kernel_permit): one thread, OpenBLAS
+# 0.3.31 on an AMD EPYC, the [m, 128] @ [128, 512] product took 10.1 us at m = 8, 14.7 us at
+# m = 12 and 33.1 us at m = 16. A block of a pooled product is therefore multiplied in column
+# slices of a multiple of 32 within that limit where one exists: 2 threads, us, whole block ->
+# slices: 32x784x512 (x @ W.T) 232 -> 128, 32x512x512 121 -> 88, 512x32x512 (g.T @ x) 164 -> 85,
+# 512x10x512 129 -> 40, 64x128x512 106 -> 56; 896x29x512 215 -> 219 (slices of 64: the one loss
+# seen). Slices of a width that is no multiple of 32 ran slower (32x512x512: 40 and 48 columns).
 SMALL_MATRIX_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 SMALL_MATRIX_MNK = 100 ** 3
-# A product with a transposed right operand (a Linear layer's x @ W.T) and few rows is faster on
-# those kernels in slices of 32 columns: one thread, 32x784x512 435 -> 318 us, 32x512x512 291 ->
-# 239 us, 16x784x512 316 -> 204 us (the same products without the transpose: no gain).
-NT_COLUMN_CHUNK = 32
 
 
 class OpenBlas:
@@ -209,10 +212,9 @@ class PooledGemm:
         n = b.shape[-1]
         a, trans_a, lda, stride_a = cblas_operand(a)
         b, trans_b, ldb, stride_b = cblas_operand(b)
-        chunk = NT_COLUMN_CHUNK if (self.small_matrix and trans_b == TRANS
-                                    and m * k * NT_COLUMN_CHUNK <= SMALL_MATRIX_MNK) else 0
         entry(function, trans_a, trans_b, batch, m, n, k, a.ctypes.data, lda, stride_a,
-              b.ctypes.data, ldb, stride_b, c.ctypes.data, PARALLEL_MIN, chunk)
+              b.ctypes.data, ldb, stride_b, c.ctypes.data, PARALLEL_MIN,
+              SMALL_MATRIX_MNK if self.small_matrix else 0)
 
 
 NO_TRANS, TRANS = 111, 112
