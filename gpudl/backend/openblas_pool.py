@@ -75,9 +75,10 @@ struct Grid {
 
 // C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to one
 // thread per `parallel_min` multiply-adds. Tasks are whole items when there are at least as many
-// as threads, else the blocks of a Grid over each item. With `small_mnk` > 0 a task's columns
-// are multiplied in slices of a multiple of 32 that keep rows * k * columns within it (OpenBLAS's
-// unpacked small-matrix kernels), where such a slice exists.
+// as threads, else the blocks of a Grid over each item. With `small_mnk` > 0 a task is multiplied
+// in pieces within it (OpenBLAS's unpacked small-matrix kernels): all its rows by slices of a
+// multiple of 32 columns where such a slice exists, else, for a task of at most 512 rows, pieces
+// of a multiple of 32 rows by slices of 32 columns.
 template <typename I, typename T>
 void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
                  long long n, long long k, const T* a, long long lda, long long stride_a,
@@ -88,7 +89,11 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
   const Grid grid(m, n, batch >= threads ? 1 : (threads + batch - 1) / batch);
   const long long blocks = grid.row_blocks * grid.column_blocks;
   const long long tasks = batch * blocks;
-  const long long slice = small_mnk / (grid.rows * k) / 32 * 32;
+  long long piece = grid.rows, slice = small_mnk / (grid.rows * k) / 32 * 32;
+  if (slice < 32 && grid.rows <= 512 && small_mnk / (k * 32) >= 32) {
+    piece = small_mnk / (k * 32) / 32 * 32;
+    slice = 32;
+  }
 #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && tasks > 1)
   for (long long task = 0; task < tasks; ++task) {
     const long long item = task / blocks, block = task % blocks;
@@ -96,13 +101,16 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
     const long long column = block % grid.column_blocks * grid.columns;
     const long long rows = m - row < grid.rows ? m - row : grid.rows;
     const long long columns = n - column < grid.columns ? n - column : grid.columns;
-    const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? row * lda : row);
     const long long chunk = slice >= 32 ? slice : columns;
-    for (long long first = column; first < column + columns; first += chunk) {
-      const long long width = column + columns - first < chunk ? column + columns - first : chunk;
-      const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? first : first * ldb);
-      gemm(ROW_MAJOR, trans_a, trans_b, rows, width, k, T(1), ai, lda, bi, ldb, T(0),
-           c + item * m * n + row * n + first, n);
+    for (long long top = row; top < row + rows; top += piece) {
+      const long long height = row + rows - top < piece ? row + rows - top : piece;
+      const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? top * lda : top);
+      for (long long first = column; first < column + columns; first += chunk) {
+        const long long width = column + columns - first < chunk ? column + columns - first : chunk;
+        const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? first : first * ldb);
+        gemm(ROW_MAJOR, trans_a, trans_b, height, width, k, T(1), ai, lda, bi, ldb, T(0),
+             c + item * m * n + top * n + first, n);
+      }
     }
   }
 }
@@ -128,6 +136,9 @@ extern "C" int gpudl_pool_threads() { return omp_get_max_threads(); }
 # slices: 32x784x512 (x @ W.T) 232 -> 128, 32x512x512 121 -> 88, 512x32x512 (g.T @ x) 164 -> 85,
 # 512x10x512 129 -> 40, 64x128x512 106 -> 56; 896x29x512 215 -> 219 (slices of 64: the one loss
 # seen). Slices of a width that is no multiple of 32 ran slower (32x512x512: 40 and 48 columns).
+# Else blocks of up to 512 rows go in pieces of 32k rows by 32 columns: 128x784x512 (x @ W.T)
+# 779 -> 488, 512x512x512 1785 -> 1312, 512x128x512 673 -> 345; blocks of more rows lost
+# (2048x256x512, rows split between 2 threads: 2825 -> 3758), so they stay whole.
 SMALL_MATRIX_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 SMALL_MATRIX_MNK = 100 ** 3
 
