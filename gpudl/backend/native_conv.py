@@ -89,8 +89,7 @@ void block_columns(const T* x, const Geometry& g, const Block& k, T* buf) {
 // out [O, OH*OW*N] = w [O, R] @ columns of x, plus bias [O] (if not null).
 template <typename I, typename T>
 void forward(void* function, const T* x, const T* w, const T* bias, T* out, long long O,
-             Geometry g, long long positions, long long parallel_min) {
-  const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
+             Geometry g, long long positions, long long parallel_min, long long small_mnk) {
   const long long R = g.rows(), L = g.OH * g.OW * g.N, blocks = block_count(g, positions);
 #pragma omp parallel num_threads(threads_for(double(O) * R * L, parallel_min, blocks))
   {
@@ -100,7 +99,8 @@ void forward(void* function, const T* x, const T* w, const T* bias, T* out, long
       const Block k = block_of(b, g, positions);
       block_columns(x, g, k, buf.data());
       T* o = out + k.first;
-      gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, O, k.width, R, T(1), w, R, buf.data(), k.width, T(0), o, L);
+      sliced_gemm<I, T>(function, NO_TRANS, NO_TRANS, O, k.width, R, w, R, buf.data(), k.width, T(0), o,
+                        L, small_mnk);
       if (bias)
         for (long long c = 0; c < O; ++c) {
           const T v = bias[c];
@@ -114,8 +114,7 @@ void forward(void* function, const T* x, const T* w, const T* bias, T* out, long
 // gw [O, R] = g [O, OH*OW*N] @ (columns of x).T
 template <typename I, typename T>
 void weight_grad(void* function, const T* x, const T* gy, T* gw, long long O, Geometry g,
-                 long long positions, long long parallel_min) {
-  const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
+                 long long positions, long long parallel_min, long long small_mnk) {
   const long long R = g.rows(), L = g.OH * g.OW * g.N, blocks = block_count(g, positions);
   const int threads = threads_for(double(O) * R * L, parallel_min, blocks);
   std::vector<T> partial(threads > 1 ? (threads - 1) * O * R : 0);
@@ -129,8 +128,8 @@ void weight_grad(void* function, const T* x, const T* gy, T* gw, long long O, Ge
     for (long long b = 0; b < blocks; ++b) {
       const Block k = block_of(b, g, positions);
       block_columns(x, g, k, buf.data());
-      gemm(ROW_MAJOR, NO_TRANS, TRANS, O, R, k.width, T(1), gy + k.first, L, buf.data(), k.width,
-           beta, sum, R);
+      sliced_gemm<I, T>(function, NO_TRANS, TRANS, O, R, k.width, gy + k.first, L, buf.data(), k.width,
+                        beta, sum, R, small_mnk);
       beta = T(1);
     }
     if (beta == T(0))  // this thread had no block
@@ -145,15 +144,17 @@ void weight_grad(void* function, const T* x, const T* gy, T* gw, long long O, Ge
 
 #define GPUDL_CONV_ENTRIES(SUFFIX, I, T) \
 extern "C" void gpudl_conv_forward_##SUFFIX(void* f, const T* x, const T* w, const T* bias, T* out, \
-    long long O, const long long* geometry, long long positions, long long parallel_min) { \
+    long long O, const long long* geometry, long long positions, long long parallel_min, \
+    long long small_mnk) { \
   const long long* v = geometry; \
   gpudl_conv::forward<I, T>(f, x, w, bias, out, O, {v[0], v[1], v[2], v[3], v[4], v[5], v[6], \
-      v[7], v[8], v[9], v[10], v[11], v[12], v[13]}, positions, parallel_min); } \
+      v[7], v[8], v[9], v[10], v[11], v[12], v[13]}, positions, parallel_min, small_mnk); } \
 extern "C" void gpudl_conv_weight_grad_##SUFFIX(void* f, const T* x, const T* gy, T* gw, \
-    long long O, const long long* geometry, long long positions, long long parallel_min) { \
+    long long O, const long long* geometry, long long positions, long long parallel_min, \
+    long long small_mnk) { \
   const long long* v = geometry; \
   gpudl_conv::weight_grad<I, T>(f, x, gy, gw, O, {v[0], v[1], v[2], v[3], v[4], v[5], v[6], \
-      v[7], v[8], v[9], v[10], v[11], v[12], v[13]}, positions, parallel_min); }
+      v[7], v[8], v[9], v[10], v[11], v[12], v[13]}, positions, parallel_min, small_mnk); }
 GPUDL_CONV_ENTRIES(f32_i32, int32_t, float)
 GPUDL_CONV_ENTRIES(f64_i32, int32_t, double)
 GPUDL_CONV_ENTRIES(f32_i64, int64_t, float)
@@ -177,9 +178,9 @@ class Runner:
         suffix = serial_gemm_loops.entry_suffix(dtype, gemm.ilp64)
         pointer, integer = ctypes.c_void_p, ctypes.c_longlong
         self._forward = getattr(lib, f"gpudl_conv_forward_{suffix}")
-        self._forward.argtypes = [pointer] * 5 + [integer, pointer, integer, integer]
+        self._forward.argtypes = [pointer] * 5 + [integer, pointer, integer, integer, integer]
         self._weight_grad = getattr(lib, f"gpudl_conv_weight_grad_{suffix}")
-        self._weight_grad.argtypes = [pointer] * 4 + [integer, pointer, integer, integer]
+        self._weight_grad.argtypes = [pointer] * 4 + [integer, pointer, integer, integer, integer]
         for entry in (self._forward, self._weight_grad):
             entry.restype = None
 
@@ -199,11 +200,12 @@ class Runner:
 
     def _layout(self, geometry):
         """The geometry (as an int64 array's ctypes view, which keeps the array alive through the
-        call), the window positions per block and the threads' work threshold."""
+        call), the window positions per block, the threads' work threshold and the BLAS's
+        small-matrix limit (``openblas_pool.GEMM_PREAMBLE``'s sliced_gemm)."""
         n, c, _, _, kh, kw = geometry[:6]
         position_bytes = c * kh * kw * n * self.dtype.itemsize  # one position's columns
         return (numpy.array(geometry, dtype=numpy.int64).ctypes, max(1, BLOCK_BYTES // position_bytes),
-                openblas_pool.PARALLEL_MIN)
+                openblas_pool.PARALLEL_MIN, self.gemm.small_matrix_mnk)
 
     def _pointer(self, array):
         return serial_gemm_loops.data_pointer("conv blocks", array, self.dtype)

@@ -49,6 +49,32 @@ inline int threads_for(double work, long long parallel_min, long long tasks) {
   if (work < double(threads) * parallel_min) threads = work < 2.0 * parallel_min ? 1 : work / parallel_min;
   return int(threads < tasks ? threads : tasks);
 }
+
+// C = op(A) op(B) + beta C (row-major, rows x columns, depth k) on the calling thread. With
+// `small_mnk` > 0, in products of at most that many multiply-adds (OpenBLAS's unpacked
+// small-matrix kernels, see SMALL_MATRIX_MNK): all rows by slices of a multiple of 32 columns
+// where such a slice exists, else, for at most 512 rows, pieces of 32k rows by 32 columns.
+template <typename I, typename T>
+void sliced_gemm(void* function, int trans_a, int trans_b, long long rows, long long columns,
+                 long long k, const T* a, long long lda, const T* b, long long ldb, T beta, T* c,
+                 long long ldc, long long small_mnk) {
+  const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
+  long long piece = rows, slice = rows * k > 0 ? small_mnk / (rows * k) / 32 * 32 : 0;
+  if (slice < 32 && rows <= 512 && k > 0 && small_mnk / (k * 32) >= 32) {
+    piece = small_mnk / (k * 32) / 32 * 32;
+    slice = 32;
+  }
+  const long long chunk = slice >= 32 ? slice : columns;
+  for (long long top = 0; top < rows; top += piece) {
+    const long long height = rows - top < piece ? rows - top : piece;
+    const T* at = a + (trans_a == NO_TRANS ? top * lda : top);
+    for (long long first = 0; first < columns; first += chunk) {
+      const long long width = columns - first < chunk ? columns - first : chunk;
+      gemm(ROW_MAJOR, trans_a, trans_b, height, width, k, T(1), at, lda,
+           b + (trans_b == NO_TRANS ? first : first * ldb), ldb, beta, c + top * ldc + first, ldc);
+    }
+  }
+}
 }  // namespace gpudl_blas
 """
 
@@ -75,25 +101,16 @@ struct Grid {
 
 // C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to one
 // thread per `parallel_min` multiply-adds. Tasks are whole items when there are at least as many
-// as threads, else the blocks of a Grid over each item. With `small_mnk` > 0 a task is multiplied
-// in pieces within it (OpenBLAS's unpacked small-matrix kernels): all its rows by slices of a
-// multiple of 32 columns where such a slice exists, else, for a task of at most 512 rows, pieces
-// of a multiple of 32 rows by slices of 32 columns.
+// as threads, else the blocks of a Grid over each item, each by sliced_gemm.
 template <typename I, typename T>
 void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
                  long long n, long long k, const T* a, long long lda, long long stride_a,
                  const T* b, long long ldb, long long stride_b, T* c, long long parallel_min,
                  long long small_mnk) {
-  const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
   const long long threads = threads_for(double(batch) * m * n * k, parallel_min, 1LL << 62);
   const Grid grid(m, n, batch >= threads ? 1 : (threads + batch - 1) / batch);
   const long long blocks = grid.row_blocks * grid.column_blocks;
   const long long tasks = batch * blocks;
-  long long piece = grid.rows, slice = small_mnk / (grid.rows * k) / 32 * 32;
-  if (slice < 32 && grid.rows <= 512 && small_mnk / (k * 32) >= 32) {
-    piece = small_mnk / (k * 32) / 32 * 32;
-    slice = 32;
-  }
 #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && tasks > 1)
   for (long long task = 0; task < tasks; ++task) {
     const long long item = task / blocks, block = task % blocks;
@@ -101,17 +118,10 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
     const long long column = block % grid.column_blocks * grid.columns;
     const long long rows = m - row < grid.rows ? m - row : grid.rows;
     const long long columns = n - column < grid.columns ? n - column : grid.columns;
-    const long long chunk = slice >= 32 ? slice : columns;
-    for (long long top = row; top < row + rows; top += piece) {
-      const long long height = row + rows - top < piece ? row + rows - top : piece;
-      const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? top * lda : top);
-      for (long long first = column; first < column + columns; first += chunk) {
-        const long long width = column + columns - first < chunk ? column + columns - first : chunk;
-        const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? first : first * ldb);
-        gemm(ROW_MAJOR, trans_a, trans_b, height, width, k, T(1), ai, lda, bi, ldb, T(0),
-             c + item * m * n + top * n + first, n);
-      }
-    }
+    const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? row * lda : row);
+    const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? column : column * ldb);
+    sliced_gemm<I, T>(function, trans_a, trans_b, rows, columns, k, ai, lda, bi, ldb, T(0),
+                      c + item * m * n + row * n + column, n, small_mnk);
   }
 }
 }  // namespace
