@@ -8,10 +8,10 @@ sequence: a row's recurrence never reads another row, so the threads never wait 
 Per step and thread: the rows' product through the BLAS's single-threaded ``cblas_?gemm``
 (NumPy's OpenBLAS, set to one thread by ``openblas_pool``), then the cell over those rows, with
 the cell functions of kernels/rnn.cuh, the same source the GPU and the per-step launches run.
-Where OpenBLAS has unpacked small-matrix kernels, a thread's rows are multiplied in chunks small
-enough for them (``SerialGemm.small_matrix_mnk``): one LSTM layer, hidden 128, 2 threads, per
-step forward and backward, 41.7 and 36.5 us at batch 32 in one product per thread, 27.0 and 20.4
-us in chunks of 12 rows.
+Where OpenBLAS has unpacked small-matrix kernels, a thread's product goes in pieces small enough
+for them (``openblas_pool.GEMM_PREAMBLE``'s sliced_gemm): one LSTM layer, hidden 128, 2 threads,
+per step forward and backward, 41.7 and 36.5 us at batch 32 in one product per thread, 27.0 and
+20.4 us in chunks of 12 rows; slices of columns did as well at batch 32 and 3-9% better from 64.
 
 Used for float32 and float64 while the BLAS runs on gpudl's OpenMP threads
 (``blas.single_thread_gemm``); float16 and the twins keep the per-step form.
@@ -24,24 +24,17 @@ import numpy
 from . import host_compiler, native_kernels, openblas_pool, serial_gemm_loops
 from .kernel_specs import preamble
 
-MIN_CHUNK_ROWS = 4  # fewer rows a product re-read the weights too often: one product per block
 
 _SOURCE = r"""
 namespace gpudl_recurrence {
 using namespace gpudl_blas;
 
-// out[first:last] = a[first:last] @ w for a [*, k] and w [k, n], C-contiguous, in products of
-// at most `chunk` rows, all of about the same size.
+// out[first:last] = a[first:last] @ w for a [*, k] and w [k, n], C-contiguous.
 template <typename I, typename T>
 inline void rows_product(void* function, const T* a, const T* w, T* out, long long first,
-                         long long last, long long k, long long n, long long chunk) {
-  const auto gemm = reinterpret_cast<cblas_gemm<I, T>>(function);
-  const long long parts = (last - first + chunk - 1) / chunk;
-  const long long size = parts > 1 ? (last - first + parts - 1) / parts : chunk;
-  for (long long row = first; row < last; row += size) {
-    const long long m = last - row < size ? last - row : size;
-    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, T(1), a + row * k, k, w, n, T(0), out + row * n, n);
-  }
+                         long long last, long long k, long long n, long long small_mnk) {
+  sliced_gemm<I, T>(function, NO_TRANS, NO_TRANS, last - first, n, k, a + first * k, k, w, n, T(0),
+                    out + first * n, n, small_mnk);
 }
 
 // The time loop of one layer and direction. Forward, per step: result = operand(t, prev) @ w,
@@ -50,8 +43,8 @@ inline void rows_product(void* function, const T* a, const T* w, T* out, long lo
 // [first, last) of the batch throughout.
 template <typename I, typename T, typename Operand, typename Cell>
 void drive(void* function, long long steps, long long batch, bool reverse, bool backward,
-           bool last_product, long long k, long long n, const T* w, T* result, long long chunk,
-           long long parallel_min, Operand operand, Cell cell) {
+           bool last_product, long long k, long long n, const T* w, T* result,
+           long long small_mnk, long long parallel_min, Operand operand, Cell cell) {
   const int threads = threads_for(double(batch) * k * n, parallel_min, batch);  // work of a step
 #pragma omp parallel num_threads(threads) if(threads > 1)
   {
@@ -60,17 +53,17 @@ void drive(void* function, long long steps, long long batch, bool reverse, bool 
     for (long long s = 0; s < steps; ++s) {
       const long long t = (reverse != backward) ? steps - 1 - s : s;
       const long long prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
-      if (!backward) rows_product<I, T>(function, operand(t), w, result, first, last, k, n, chunk);
+      if (!backward) rows_product<I, T>(function, operand(t), w, result, first, last, k, n, small_mnk);
       for (long long row = first; row < last; ++row) cell(t, prev, cur, row);
       if (backward && (s + 1 < steps || last_product))
-        rows_product<I, T>(function, operand(t), w, result, first, last, k, n, chunk);
+        rows_product<I, T>(function, operand(t), w, result, first, last, k, n, small_mnk);
     }
   }
 }
 
 #define GPUDL_SEQUENCE(NAME) template <typename I, typename T> void NAME(void* function, \
     long long steps, long long batch, long long H, bool reverse, const long long* lengths, \
-    long long chunk, long long parallel_min, const T* w
+    long long small_mnk, long long parallel_min, const T* w
 
 // hs [T+1, B, H] (hs[prev] in, hs[cur] out), xw [T, B, H], hw [B, H] scratch.
 GPUDL_SEQUENCE(rnn_forward), bool relu, T* hs, const T* xw, T* hw) {
@@ -89,7 +82,7 @@ GPUDL_SEQUENCE(rnn_forward), bool relu, T* hs, const T* xw, T* hw) {
         gpudl::rnn_cell_forward(x[i], hw[i], hp[i], lengths, t, row, false, h[i]); }
     }
   };
-  drive<I, T>(function, steps, batch, reverse, false, false, H, H, w, hw, chunk, parallel_min,
+  drive<I, T>(function, steps, batch, reverse, false, false, H, H, w, hw, small_mnk, parallel_min,
               operand, cell);
 }
 
@@ -112,7 +105,7 @@ GPUDL_SEQUENCE(rnn_backward), bool relu, bool last_product, const T* hs, const T
         gpudl::rnn_cell_backward(h[i], g[i], dh_rec[i], lengths, t, row, false, dh[i], d[i]); }
     }
   };
-  drive<I, T>(function, steps, batch, reverse, true, last_product, H, H, w, dh_rec, chunk,
+  drive<I, T>(function, steps, batch, reverse, true, last_product, H, H, w, dh_rec, small_mnk,
               parallel_min, operand, cell);
 }
 
@@ -129,7 +122,7 @@ GPUDL_SEQUENCE(lstm_forward), T* hs, T* gates, T* hw, T* cs, T* tanh_c) {
     for (long long unit = 0; unit < H; ++unit) { const long long i = row * H + unit;
       gpudl::lstm_cell_forward(g, hw, cp[i], hp[i], lengths, t, row, unit, H, c[i], h[i], tc[i]); }
   };
-  drive<I, T>(function, steps, batch, reverse, false, false, H, 4 * H, w, hw, chunk,
+  drive<I, T>(function, steps, batch, reverse, false, false, H, 4 * H, w, hw, small_mnk,
               parallel_min, operand, cell);
 }
 
@@ -147,7 +140,7 @@ GPUDL_SEQUENCE(lstm_backward), bool last_product, const T* act, const T* cs, con
       gpudl::lstm_cell_backward(a, cp[i], tc[i], g[i], dh_rec[i], lengths, t, row, unit, H,
                                 dh[i], dc[i], d); }
   };
-  drive<I, T>(function, steps, batch, reverse, true, last_product, 4 * H, H, w, dh_rec, chunk,
+  drive<I, T>(function, steps, batch, reverse, true, last_product, 4 * H, H, w, dh_rec, small_mnk,
               parallel_min, operand, cell);
 }
 
@@ -162,7 +155,7 @@ GPUDL_SEQUENCE(gru_forward), T* hs, const T* xw, T* hw, const T* bias_hh, T* act
     for (long long unit = 0; unit < H; ++unit) { const long long i = row * H + unit;
       gpudl::gru_cell_forward(x, hw, bias_hh, hp[i], lengths, t, row, unit, H, a, h[i]); }
   };
-  drive<I, T>(function, steps, batch, reverse, false, false, H, 3 * H, w, hw, chunk,
+  drive<I, T>(function, steps, batch, reverse, false, false, H, 3 * H, w, hw, small_mnk,
               parallel_min, operand, cell);
 }
 
@@ -179,7 +172,7 @@ GPUDL_SEQUENCE(gru_backward), bool last_product, const T* act, const T* hs, cons
       gpudl::gru_cell_backward(a, hp[i], g[i], dh_rec[i], lengths, t, row, unit, H, dh[i], dx,
                                dr); }
   };
-  drive<I, T>(function, steps, batch, reverse, true, last_product, 3 * H, H, w, dh_rec, chunk,
+  drive<I, T>(function, steps, batch, reverse, true, last_product, 3 * H, H, w, dh_rec, small_mnk,
               parallel_min, operand, cell);
 }
 }  // namespace gpudl_recurrence
@@ -187,7 +180,7 @@ GPUDL_SEQUENCE(gru_backward), bool last_product, const T* act, const T* hs, cons
 """
 
 _COMMON = ("void* function", "long long steps", "long long batch", "long long H", "bool reverse",
-           "const long long* lengths", "long long chunk", "long long parallel_min", "const T* w")
+           "const long long* lengths", "long long small_mnk", "long long parallel_min", "const T* w")
 # Each loop's own parameters after the common ones, as declared in _SOURCE.
 LOOPS = {
     "rnn_forward": ("bool relu", "T* hs", "const T* xw", "T* hw"),
@@ -254,12 +247,9 @@ class Runner:
         shaped as ``_SOURCE`` states). Releases the GIL while it runs."""
         if lengths is None:
             lengths = all_valid_lengths(batch)
-        chunk = self.gemm.small_matrix_mnk // w.size  # rows per product: w.size = k * n
-        if chunk < MIN_CHUNK_ROWS:
-            chunk = batch
         values = [self.gemm.address, steps, batch, min(w.shape), reverse,
-                  self._pointer(lengths, numpy.dtype(numpy.int64)), chunk, openblas_pool.PARALLEL_MIN,
-                  self._pointer(w)]
+                  self._pointer(lengths, numpy.dtype(numpy.int64)), self.gemm.small_matrix_mnk,
+                  openblas_pool.PARALLEL_MIN, self._pointer(w)]
         for param, value in zip(LOOPS[loop], own):
             values.append(self._pointer(value) if "*" in param else value)
         self.loops[loop](*values)
