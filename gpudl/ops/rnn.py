@@ -151,19 +151,36 @@ class _Recurrence(Function):
         gx = gemm(xp, dgx2, w_ih).reshape(steps, batch, features) if needs[0] else None
         gh0 = dh_rec + dh if needs[1] else None
         gc0 = dc if needs[2] else None
-        h_prev = hs[1:] if self.reverse else hs[:-1]
-        gw_hh = gemm(xp, dgh2.T, h_prev.reshape(steps * batch, h_prev.shape[-1])) if needs[4] else None
+        h_prev = (hs[1:] if self.reverse else hs[:-1]).reshape(steps * batch, hidden)
+        xa2 = xa.reshape(steps * batch, xa.shape[-1])
         shared = dgh is dgx  # b_ih and b_hh entered as one sum: one gradient serves both
-        gw_ih = gb_ih = gb_hh = None
-        if needs[3] or needs[5] or (needs[6] and shared):
+        gw_ih = gb_ih = gb_hh = gw_hh = gwa = None
+        input_weights = needs[3] or needs[5] or (needs[6] and shared)
+        if shared and needs[4] and input_weights:
+            gw_hh, gwa = self._joint_weight_gradients(dgx2, h_prev, xa2)
+        else:
+            gw_hh = gemm(xp, dgh2.T, h_prev) if needs[4] else None
             # [G*H, I (+1)]: the last column, against the ones, is the input bias gradient
-            gwa = gemm(xp, dgx2.T, xa.reshape(steps * batch, xa.shape[-1]))
+            gwa = gemm(xp, dgx2.T, xa2) if input_weights else None
+        if gwa is not None:
             gw_ih = gwa[:, :features] if needs[3] else None
             gb_ih = gwa[:, features] if self.bias_column else None
         if needs[6]:
             gb_hh = gb_ih if shared else dgh2.sum(axis=0, dtype=accumulation_dtype(dtype))
         POOL.give(self.device, *((dgx,) if shared else (dgx, dgh)))
         return gx, gh0, gc0, gw_ih, gw_hh, gb_ih if needs[5] else None, gb_hh
+
+    def _joint_weight_gradients(self, dgates, h_prev, xa):
+        """``(dgates.T @ h_prev, dgates.T @ xa)`` as one product against ``[h_prev | xa]``: the
+        gate gradients [T*B, G*H], the largest operand, are read once, and the narrow input part
+        (I + 1 columns) does not pay for its own packing of them."""
+        hidden = h_prev.shape[1]
+        joint = self._buffer((h_prev.shape[0], hidden + xa.shape[1]), h_prev.dtype)
+        joint[:, :hidden] = h_prev
+        joint[:, hidden:] = xa
+        both = gemm(self.xp, dgates.T, joint)
+        POOL.give(self.device, joint)
+        return both[:, :hidden], both[:, hidden:]
 
     def release(self):
         """Drop what backward needed; the buffers only this Function saw go back to the pool."""
