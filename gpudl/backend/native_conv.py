@@ -187,6 +187,9 @@ class Runner:
     def forward(self, x, w, bias, out, geometry):
         """``out`` [O, OH, OW, N] = ``w`` [O, C*KH*KW] @ im2col(``x`` [C, H, W, N]) + ``bias`` [O]
         (or None); ``geometry`` from :func:`geometry`. Returns ``out``."""
+        if out.size == 0 or x.size == 0:  # an empty batch or image: nothing to multiply
+            out[...] = 0 if bias is None else bias.reshape(-1, 1, 1, 1)
+            return out
         self._forward(self.gemm.address, self._pointer(x), self._pointer(w),
                       None if bias is None else self._pointer(bias), self._pointer(out), w.shape[0],
                       *self._layout(geometry))
@@ -194,6 +197,9 @@ class Runner:
 
     def weight_grad(self, x, gy, gw, geometry):
         """``gw`` [O, C*KH*KW] = ``gy`` [O, OH, OW, N] @ im2col(``x``).T. Returns ``gw``."""
+        if gy.size == 0 or x.size == 0:
+            gw[...] = 0
+            return gw
         self._weight_grad(self.gemm.address, self._pointer(x), self._pointer(gy), self._pointer(gw),
                           gw.shape[0], *self._layout(geometry))
         return gw
