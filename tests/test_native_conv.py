@@ -62,6 +62,16 @@ def test_blocked_products_equal_the_per_op_form(monkeypatch, per_op, dtype, tole
                                            err_msg=f"{shape} {kernel} {stride} {padding} {dilation} {bias}")
 
 
+@pytest.mark.parametrize("kernel", [(2, 4), (4, 4)])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_same_padding_of_an_even_kernel_pads_unevenly_in_both_forms(per_op, kernel, dilation):
+    native_or_skip()
+    run = lambda: conv_results(np.float64, (3, 4, 5, (9, 7)), kernel, 1, "same", dilation, True)  # noqa: E731
+    for blocked, reference in zip(run(), per_op(run), strict=True):
+        assert blocked.shape == reference.shape
+        np.testing.assert_allclose(blocked, reference, rtol=1e-12, atol=1e-12 * np.abs(reference).max())
+
+
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0)])
 def test_gradcheck_through_the_blocked_products(stride, padding):
     native_or_skip()
