@@ -96,14 +96,14 @@ def test_unknown_provider_is_rejected(monkeypatch):
 @pytest.mark.parametrize("rates, expected", [((100.0, 200.0), "mkl"), ((100.0, 101.0), "numpy"),
                                              ((300.0, 150.0), "numpy")])
 def test_auto_picks_mkl_only_when_measured_clearly_faster(monkeypatch, fake_mkl, rates, expected):
-    monkeypatch.setattr(blas, "measure", lambda mkl_matmul: rates)
+    monkeypatch.setattr(blas, "measure", lambda mkl_matmul, numpy_matmul: rates)
     choice = blas.choice()
     assert choice.name == expected and f"MKL {rates[1] / rates[0]:.2f}x" in choice.reason
     assert isinstance(getattr(blas.matmul, "__self__", None), FakeMkl) == (expected == "mkl")
 
 
 def test_the_verdict_is_cached_next_to_the_cpu_kernels_and_reused(monkeypatch, fake_mkl, tmp_path):
-    monkeypatch.setattr(blas, "measure", lambda mkl_matmul: (100.0, 250.0))
+    monkeypatch.setattr(blas, "measure", lambda mkl_matmul, numpy_matmul: (100.0, 250.0))
     assert blas.choice().name == "mkl"
     cached = json.loads((tmp_path / "cache" / "cpu-kernels" / "blas-choice.json").read_text())
     assert cached["choice"]["name"] == "mkl" and cached["key"]["threads"] == blas.thread_count()
@@ -112,7 +112,7 @@ def test_the_verdict_is_cached_next_to_the_cpu_kernels_and_reused(monkeypatch, f
     assert blas.choice().name == "mkl"
     monkeypatch.setenv("OMP_NUM_THREADS", str(blas.thread_count() + 1))  # another key: measured again
     blas.reset()
-    monkeypatch.setattr(blas, "measure", lambda mkl_matmul: (100.0, 50.0))
+    monkeypatch.setattr(blas, "measure", lambda mkl_matmul, numpy_matmul: (100.0, 50.0))
     assert blas.choice().name == "numpy"
 
 

@@ -169,7 +169,7 @@ def choose():
     global _choice, matmul, _serial_gemm
     wanted = requested()
     if _pooled is not None:
-        _pooled.own_threads()  # a measurement of NumPy's BLAS sees its own threads
+        _pooled.own_threads()  # OpenBLAS's own thread count until the choice below shares it
     threads = thread_count()
     path = mkl_library()
     mkl = None
@@ -190,6 +190,8 @@ def choose():
         requested_threads()
         mkl = mkl or Mkl(path, threads)
         matmul = mkl.matmul
+        if _pooled is not None:
+            _pooled.own_threads()  # NumPy's BLAS, unused by gpudl now, keeps its threads for the user
         # called from inside an OpenMP parallel region, MKL runs on the calling thread alone
         _serial_gemm = {dtype: SerialGemm(_address(f), False, 0) for dtype, f in mkl.kernels.items()}
         decided = replace(decided, pool="shared: MKL runs on libgomp, the CPU kernels' OpenMP runtime")
@@ -264,8 +266,10 @@ def _numpy_gemm():
 def _measured_choice(path, threads):
     """``(choice, loaded Mkl or None)``: the cached verdict for this CPU/NumPy/MKL/threads, else a fresh
     measurement, then cached (MKL is loaded only to measure or to use it)."""
+    numpy_matmul, pool, _ = _numpy_gemm()  # NumPy's BLAS as gpudl would run it, on its threads or its own
+    threads_used = pool.split(":")[0] + " threads"
     key = {"cpu": host_compiler.cpu_identity(), "numpy": numpy.__version__, "mkl": path,
-           "mkl_version": _mkl_version(), "threads": threads}
+           "mkl_version": _mkl_version(), "threads": threads, "numpy_threads": threads_used}
     cache = host_compiler.cache_dir() / "cpu-kernels" / "blas-choice.json"
     try:
         entry = json.loads(cache.read_text())
@@ -274,23 +278,25 @@ def _measured_choice(path, threads):
     except (OSError, ValueError, TypeError, KeyError):
         pass
     mkl = Mkl(path, threads)
-    numpy_rate, mkl_rate = measure(mkl.matmul)
+    numpy_rate, mkl_rate = measure(mkl.matmul, numpy_matmul)
     ratio = mkl_rate / numpy_rate
     name = "mkl" if ratio >= MKL_WINS_BY else "numpy"
-    decided = Choice(name, f"measured: MKL {ratio:.2f}x NumPy's BLAS at the models' GEMM shapes", threads)
+    decided = Choice(name, f"measured: MKL {ratio:.2f}x NumPy's BLAS ({threads_used}) at the models' GEMM "
+                           f"shapes", threads)
     _write_atomically(cache, json.dumps({"key": key, "choice": asdict(decided)}))
     return decided, mkl
 
 
-def measure(mkl_matmul, shapes=MEASURE_SHAPES, seconds=MEASURE_SECONDS):
-    """``(numpy GFLOP/s, mkl GFLOP/s)`` summed over ``shapes`` (float32, best of short timed runs)."""
+def measure(mkl_matmul, numpy_matmul=numpy.matmul, shapes=MEASURE_SHAPES, seconds=MEASURE_SECONDS):
+    """``(numpy GFLOP/s, mkl GFLOP/s)`` of ``numpy_matmul`` (NumPy's BLAS, as gpudl runs it) and
+    ``mkl_matmul``, summed over ``shapes`` (float32, best of short timed runs)."""
     rates = [0.0, 0.0]
     generator = numpy.random.default_rng(0)
     for m, k, n in shapes:
         a = generator.random((m, k), numpy.float32)
         b = generator.random((k, n), numpy.float32)
         c = numpy.empty((m, n), numpy.float32)
-        for slot, function in enumerate((numpy.matmul, mkl_matmul)):
+        for slot, function in enumerate((numpy_matmul, mkl_matmul)):
             function(a, b, out=c)  # warm up: thread pools start, pages touched
             best = float("inf")
             deadline = time.perf_counter() + seconds
