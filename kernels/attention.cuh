@@ -63,12 +63,20 @@ __device__ inline void masked_softmax_forward(Scores& scores, const Mask& mask, 
     return;
   }
   A sum = A(0);
-  for (long long s = 0; s < n; ++s) {
-    A z = A(scores[start + s]) * A(scale);
-    if (has_mask) z = apply_mask(z, mask[m0 + s]);
-    const A e = exp(z - row_max);
-    sum += e;
-    scores[start + s] = T(e);
+  if (has_mask) {  // two loops, so that neither tests has_mask per element and both vectorise
+    GPUDL_SIMD_SUM(sum)
+    for (long long s = 0; s < n; ++s) {
+      const A e = exp(apply_mask(A(scores[start + s]) * A(scale), mask[m0 + s]) - row_max);
+      sum += e;
+      scores[start + s] = T(e);
+    }
+  } else {
+    GPUDL_SIMD_SUM(sum)
+    for (long long s = 0; s < n; ++s) {
+      const A e = exp(A(scores[start + s]) * A(scale) - row_max);
+      sum += e;
+      scores[start + s] = T(e);
+    }
   }
   for (long long s = 0; s < n; ++s) scores[start + s] = T(A(scores[start + s]) / sum);
   for (long long s = n; s < S; ++s) scores[start + s] = T(0);

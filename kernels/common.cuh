@@ -6,6 +6,16 @@
 #ifndef GPUDL_COMMON_CUH
 #define GPUDL_COMMON_CUH
 
+// A host loop that sums into `var` vectorises only when allowed to reorder the additions (lanes of
+// partial sums): GPUDL_SIMD_SUM(var) before the loop says so to the host compiler's OpenMP; on the
+// device (one thread per row, a sequential sum) it is nothing.
+#if defined(__CUDACC__) || !defined(_OPENMP)
+#define GPUDL_SIMD_SUM(var)
+#else
+#define GPUDL_PRAGMA(text) _Pragma(#text)
+#define GPUDL_SIMD_SUM(var) GPUDL_PRAGMA(omp simd reduction(+ : var))
+#endif
+
 namespace gpudl {
 
 // The type arithmetic runs in: float for float16 and float32, double for float64.

@@ -40,11 +40,13 @@ PARALLEL_MIN = 1 << 13
 PARALLEL_MIN_CHEAP = 1 << 16
 _CHEAP = frozenset({"relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
                     "sgd", "sgd_momentum", "check_class_indices"})
-# Max pooling's indices each cover a run of up to 64 batch elements times the window's taps
-# (pooling_kernels.host_run): at 8,192 indices a 2x2 pool of [32, 32, 28, 28] stayed on one thread
-# (forward 260 us on 1 and on 2 threads).
-PARALLEL_MIN_RUNS = 1 << 10
-_RUNS = frozenset({"max_pool2d_forward", "max_pool2d_backward"})
+# Kernels whose index covers many elements use the threads from fewer indices, about as many
+# elements as the rest: max pooling (a run of up to 64 batch elements times the window's taps; at
+# 8,192 indices a 2x2 pool of [32, 32, 28, 28] stayed on one thread, forward 260 us on 1 and on 2),
+# masked softmax (a row of scores), layer norm (a row forward, 64 rows backward).
+_PARALLEL_MIN_OF = {"max_pool2d_forward": 1 << 10, "max_pool2d_backward": 1 << 10,
+                    "masked_softmax_forward": 1 << 9, "masked_softmax_backward": 1 << 9,
+                    "layer_norm_forward": 1 << 7, "layer_norm_backward": 2}
 
 
 class Param:
@@ -411,7 +413,6 @@ def _dense(a):
 @functools.cache
 def kernel(name):
     """The :class:`NativeKernel` for ``kernel_specs.KERNELS[name]`` (built and loaded once)."""
-    parallel_min = (PARALLEL_MIN_CHEAP if name in _CHEAP else
-                    PARALLEL_MIN_RUNS if name in _RUNS else PARALLEL_MIN)
+    parallel_min = PARALLEL_MIN_CHEAP if name in _CHEAP else _PARALLEL_MIN_OF.get(name, PARALLEL_MIN)
     signatures = dtype_signatures(name)
     return NativeKernel(name, load_entries(KERNELS[name], signatures, parallel_min=parallel_min))
