@@ -141,7 +141,7 @@ def test_cblas_operands_are_described_without_copies_where_possible(shape, strid
     x = {None: base, "T": base.T, "every other column": base[:, ::2]}[strides]
     array, flag, leading, batch_stride = openblas_pool.cblas_operand(x)
     assert array.shape == shape and (flag == openblas_pool.TRANS, leading) == (expected[0] == "trans", expected[1])
-    assert batch_stride == 0
+    assert batch_stride == (0, 0)
     assert (array is x) == (strides != "every other column")
     np.testing.assert_array_equal(array, x)
 

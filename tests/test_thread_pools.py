@@ -131,6 +131,10 @@ def test_four_dimensional_products_run_as_one_batch(dtype):
     scores = matmul(q, np.swapaxes(k, -1, -2))
     eps = np.finfo(dtype).eps
     np.testing.assert_allclose(scores, np.matmul(q, np.swapaxes(k, -1, -2)), rtol=8 * eps, atol=32 * eps)
+    qkv = generator.standard_normal((2, 50, 3, 3, 16)).astype(dtype)  # heads split from one projection
+    q, k = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in (0, 1))  # views whose batch strides do not merge
+    np.testing.assert_allclose(matmul(q, np.swapaxes(k, -1, -2)), np.matmul(q, np.swapaxes(k, -1, -2)),
+                               rtol=8 * eps, atol=32 * eps)
     assert matmul(np.ones((2, 0, 3, 4), dtype), np.ones((2, 0, 4, 5), dtype)).shape == (2, 0, 3, 5)
 
 
@@ -141,16 +145,21 @@ def test_empty_and_zero_depth_products():
     assert matmul(np.ones((2, 0), np.float32), np.ones((0, 4), np.float32)).tolist() == [[0.0] * 4] * 2
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda x: x, (openblas_pool.NO_TRANS, 6, 24)),
-    (lambda x: x.swapaxes(1, 2), (openblas_pool.TRANS, 6, 24)),
-    (lambda x: x[::-1], (openblas_pool.NO_TRANS, 6, 24)),  # a negative batch stride: copied
+@pytest.mark.parametrize("make, expected, copied", [
+    (lambda x: x, (openblas_pool.NO_TRANS, 6, (24, 0)), False),
+    (lambda x: x.swapaxes(1, 2), (openblas_pool.TRANS, 6, (24, 0)), False),
+    (lambda x: x[::-1], (openblas_pool.NO_TRANS, 6, (24, 0)), True),  # a negative batch stride
+    # attention's queries: [batch, tokens, 3, heads, features] -> [batch, heads, tokens, features]
+    (lambda x: x.reshape(2, 3, 3, 2, 2)[:, :, 0].transpose(0, 2, 1, 3), (openblas_pool.NO_TRANS, 12, (36, 2)), False),
+    (lambda x: x.reshape(2, 3, 3, 2, 2)[:, :, 0].transpose(0, 2, 3, 1), (openblas_pool.TRANS, 12, (36, 2)), False),
+    (lambda x: x.reshape(2, 3, 3, 4)[:, :, ::-1], (openblas_pool.NO_TRANS, 4, (36, 12)), True),
 ])
-def test_batched_operands_carry_their_batch_stride(make, expected):
+def test_batched_operands_carry_their_batch_strides(make, expected, copied):
     base = np.arange(72, dtype=np.float32).reshape(3, 4, 6)
     x = make(base)
-    array, flag, leading, batch_stride = openblas_pool.cblas_operand(x)
-    assert (flag, leading, batch_stride) == expected
+    array, flag, leading, batch_strides = openblas_pool.cblas_operand(x)
+    assert (flag, leading, batch_strides) == expected
+    assert (array is not x) == copied
     np.testing.assert_array_equal(array, x)
 
 

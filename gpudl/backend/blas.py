@@ -120,12 +120,12 @@ class Mkl:
                    bi.ctypes.data, ldb, 0.0, ci.ctypes.data, ci.shape[1])
 
 
-def cblas_matmul(multiply, dtypes, a, b, out=None):
-    """``numpy.matmul(a, b, out=out)`` for float32/float64 operands of 2 or more dimensions (more: their
-    leading ones flattened into one batch, as attention's [batch, heads, ...] products) through
-    ``multiply(a, b, c)`` (a CBLAS provider writing a C-contiguous 2-D or 3-D ``c``); anything else (other
-    dtypes, broadcasting, an ``out`` of another shape or overlapping an operand) goes to NumPy, which also
-    raises its errors."""
+def cblas_matmul(multiply, dtypes, a, b, out=None, batch_dims=1):
+    """``numpy.matmul(a, b, out=out)`` for float32/float64 operands of 2 or more dimensions through
+    ``multiply(a, b, c)`` (a CBLAS provider writing a C-contiguous ``c`` that takes up to
+    ``batch_dims`` batch dimensions; more are flattened into one batch first); anything else (other
+    dtypes, broadcasting, an ``out`` of another shape or overlapping an operand) goes to NumPy, which
+    also raises its errors."""
     shape = a.shape[:-1] + b.shape[-1:]
     if (a.dtype not in dtypes or b.dtype != a.dtype or a.ndim != b.ndim or a.ndim < 2
             or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]
@@ -136,7 +136,7 @@ def cblas_matmul(multiply, dtypes, a, b, out=None):
     result = numpy.empty(shape, a.dtype) if target is None else target
     if a.shape[-1] == 0:
         result[...] = 0
-    elif result.size and a.ndim > 3:
+    elif result.size and a.ndim > 2 + batch_dims:
         multiply(a.reshape((-1,) + a.shape[-2:]), b.reshape((-1,) + b.shape[-2:]),
                  result.reshape((-1,) + shape[-2:]))
     elif result.size:
@@ -252,7 +252,8 @@ def _numpy_gemm():
                     raise OSError("NumPy's BLAS is not an OpenBLAS loaded from a file")
                 _pooled = openblas_pool.PooledGemm(openblas_pool.OpenBlas(path))
             _pooled.share_threads()
-            return (functools.partial(cblas_matmul, _pooled.multiply, _pooled.entries),
+            return (functools.partial(cblas_matmul, _pooled.multiply, _pooled.entries,
+                                      batch_dims=_pooled.batch_dims),
                     f"shared: NumPy's OpenBLAS on one thread per block, gpudl's {_pooled.threads} OpenMP "
                     f"threads ({_pooled.openblas.path})", _pooled.threads)
         except (OSError, AttributeError, host_compiler.CompilerUnavailable,

@@ -99,14 +99,18 @@ struct Grid {
   }
 };
 
-// C[item] = op(A[item]) op(B[item]) for each of `batch` items (row-major, C dense) on up to one
-// thread per `parallel_min` multiply-adds. Tasks are whole items when there are at least as many
-// as threads, else the blocks of a Grid over each item, each by sliced_gemm.
+// C[o, i] = op(A[o, i]) op(B[o, i]) for `outer` x `inner` items (row-major, C dense; an item of A
+// or B at o * outer stride + i * inner stride, so that attention's [batch, heads, ...] views of
+// one projection need no copy) on up to one thread per `parallel_min` multiply-adds. Tasks are
+// whole items when there are at least as many as threads, else the blocks of a Grid over each
+// item, each by sliced_gemm.
 template <typename I, typename T>
-void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long long m,
-                 long long n, long long k, const T* a, long long lda, long long stride_a,
-                 const T* b, long long ldb, long long stride_b, T* c, long long parallel_min,
+void pooled_gemm(void* function, int trans_a, int trans_b, long long outer, long long inner,
+                 long long m, long long n, long long k, const T* a, long long lda,
+                 long long outer_a, long long inner_a, const T* b, long long ldb,
+                 long long outer_b, long long inner_b, T* c, long long parallel_min,
                  long long small_mnk) {
+  const long long batch = outer * inner;
   const long long threads = threads_for(double(batch) * m * n * k, parallel_min, 1LL << 62);
   const Grid grid(m, n, batch >= threads ? 1 : (threads + batch - 1) / batch);
   const long long blocks = grid.row_blocks * grid.column_blocks;
@@ -118,18 +122,20 @@ void pooled_gemm(void* function, int trans_a, int trans_b, long long batch, long
     const long long column = block % grid.column_blocks * grid.columns;
     const long long rows = m - row < grid.rows ? m - row : grid.rows;
     const long long columns = n - column < grid.columns ? n - column : grid.columns;
-    const T* ai = a + item * stride_a + (trans_a == NO_TRANS ? row * lda : row);
-    const T* bi = b + item * stride_b + (trans_b == NO_TRANS ? column : column * ldb);
+    const long long o = item / inner, i = item % inner;
+    const T* ai = a + o * outer_a + i * inner_a + (trans_a == NO_TRANS ? row * lda : row);
+    const T* bi = b + o * outer_b + i * inner_b + (trans_b == NO_TRANS ? column : column * ldb);
     sliced_gemm<I, T>(function, trans_a, trans_b, rows, columns, k, ai, lda, bi, ldb, T(0),
                       c + item * m * n + row * n + column, n, small_mnk);
   }
 }
 }  // namespace
-#define GPUDL_POOLED(NAME, I, T) extern "C" void NAME(void* f, int ta, int tb, long long batch, \
-    long long m, long long n, long long k, const T* a, long long lda, long long sa, const T* b, \
-    long long ldb, long long sb, T* c, long long parallel_min, long long small_mnk) { \
-  pooled_gemm<I, T>(f, ta, tb, batch, m, n, k, a, lda, sa, b, ldb, sb, c, parallel_min, \
-                    small_mnk); }
+#define GPUDL_POOLED(NAME, I, T) extern "C" void NAME(void* f, int ta, int tb, long long outer, \
+    long long inner, long long m, long long n, long long k, const T* a, long long lda, \
+    long long oa, long long ia, const T* b, long long ldb, long long ob, long long ib, T* c, \
+    long long parallel_min, long long small_mnk) { \
+  pooled_gemm<I, T>(f, ta, tb, outer, inner, m, n, k, a, lda, oa, ia, b, ldb, ob, ib, c, \
+                    parallel_min, small_mnk); }
 GPUDL_POOLED(gpudl_pooled_gemm_f32_i32, int32_t, float)
 GPUDL_POOLED(gpudl_pooled_gemm_f64_i32, int32_t, double)
 GPUDL_POOLED(gpudl_pooled_gemm_f32_i64, int64_t, float)
@@ -209,8 +215,9 @@ class PooledGemm:
         for dtype, suffix in ((numpy.dtype(numpy.float32), "f32"), (numpy.dtype(numpy.float64), "f64")):
             entry = getattr(lib, f"gpudl_pooled_gemm_{suffix}_{width}")
             entry.restype = None
-            entry.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + [ctypes.c_longlong] * 4
-                              + [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong] * 2
+            entry.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + [ctypes.c_longlong] * 5
+                              + [ctypes.c_void_p] + [ctypes.c_longlong] * 3
+                              + [ctypes.c_void_p] + [ctypes.c_longlong] * 3
                               + [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong])
             self.entries[dtype] = (entry, ctypes.cast(openblas.gemm[dtype], ctypes.c_void_p).value)
         self.threads = lib.gpudl_pool_threads()
@@ -225,16 +232,19 @@ class PooledGemm:
         """Give OpenBLAS back the thread count it had before :meth:`share_threads`."""
         self.openblas.set_threads(self.own_count)
 
+    batch_dims = 2  # what multiply takes before the two matrix dimensions
+
     def multiply(self, a, b, c):
-        """``c[...] = a @ b`` for 2-D or 3-D (same batch) operands of ``c``'s dtype, ``c`` C-contiguous."""
+        """``c[...] = a @ b`` for 2-, 3- or 4-D operands (the same batch dimensions) of ``c``'s dtype,
+        ``c`` C-contiguous."""
         entry, function = self.entries[c.dtype]
-        batch = a.shape[0] if a.ndim == 3 else 1
+        outer, inner = (a.shape[:-2] + (1, 1))[:2]
         m, k = a.shape[-2:]
         n = b.shape[-1]
-        a, trans_a, lda, stride_a = cblas_operand(a)
-        b, trans_b, ldb, stride_b = cblas_operand(b)
-        entry(function, trans_a, trans_b, batch, m, n, k, a.ctypes.data, lda, stride_a,
-              b.ctypes.data, ldb, stride_b, c.ctypes.data, PARALLEL_MIN,
+        a, trans_a, lda, (outer_a, inner_a) = cblas_operand(a)
+        b, trans_b, ldb, (outer_b, inner_b) = cblas_operand(b)
+        entry(function, trans_a, trans_b, outer, inner, m, n, k, a.ctypes.data, lda, outer_a, inner_a,
+              b.ctypes.data, ldb, outer_b, inner_b, c.ctypes.data, PARALLEL_MIN,
               SMALL_MATRIX_MNK if self.small_matrix else 0)
 
 
@@ -242,18 +252,21 @@ NO_TRANS, TRANS = 111, 112
 
 
 def cblas_operand(x):
-    """``(array, transpose flag, leading dimension, batch stride)`` describing the matrices of 2-D
-    or 3-D ``x`` to row-major CBLAS, in elements, without a copy when each matrix is C-contiguous
-    or a transposed C-contiguous view (row or column stride 1) and the batch stride is a
-    non-negative multiple of the item size; otherwise of a C-contiguous copy."""
+    """``(array, transpose flag, leading dimension, (outer, inner) batch strides)`` describing the
+    matrices of 2-, 3- or 4-D ``x`` to row-major CBLAS, in elements (the strides of missing batch
+    dimensions 0), without a copy when each matrix is C-contiguous or a transposed C-contiguous
+    view (row or column stride 1) and the batch strides are non-negative multiples of the item
+    size; otherwise of a C-contiguous copy."""
     item = x.itemsize
     rows, cols = x.shape[-2:]
     row, col = x.strides[-2:]
-    batch = x.strides[0] if x.ndim == 3 else 0
-    if batch >= 0 and batch % item == 0:
+    batch = (x.strides[:-2] + (0, 0))[:2]
+    if all(s >= 0 and s % item == 0 for s in batch):
+        strides = (batch[0] // item, batch[1] // item)
         if col == item and row >= max(cols, 1) * item and row % item == 0:
-            return x, NO_TRANS, row // item, batch // item
+            return x, NO_TRANS, row // item, strides
         if row == item and col >= max(rows, 1) * item and col % item == 0:
-            return x, TRANS, col // item, batch // item
+            return x, TRANS, col // item, strides
     x = numpy.ascontiguousarray(x)
-    return x, NO_TRANS, max(cols, 1), rows * cols if x.ndim == 3 else 0
+    strides = tuple(s // item for s in x.strides[:-2])
+    return x, NO_TRANS, max(cols, 1), (strides + (0, 0))[:2]
