@@ -42,7 +42,8 @@ def per_op(monkeypatch):
     return run
 
 
-CASES = list(itertools.product([(1, 1, 3, (7, 9)), (5, 4, 6, (10, 8)), (32, 8, 16, (14, 14))],
+# (N, C, O, (H, W)): the input gradient by col2im below 16 input channels, else transposed
+CASES = list(itertools.product([(1, 1, 3, (7, 9)), (5, 4, 6, (10, 8)), (32, 16, 8, (14, 14))],
                                [(3, 3), (1, 1), (5, 3)], [1, 2], [0, 1, 2], [1, 2]))
 
 
@@ -75,7 +76,7 @@ def test_same_padding_of_an_even_kernel_pads_unevenly_in_both_forms(per_op, kern
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0)])
 def test_gradcheck_through_the_blocked_products(stride, padding):
     native_or_skip()
-    assert fused_native.conv_runner(np.float64) is not None
+    assert fused_native.conv_runner(np.float64, (3, 2, 3, 2)) is not None
     rng = np.random.default_rng(2)
     x = gpudl.tensor(rng.standard_normal((2, 2, 5, 4)), requires_grad=True)
     w = gpudl.tensor(rng.standard_normal((3, 2, 3, 2)), requires_grad=True)
@@ -83,10 +84,15 @@ def test_gradcheck_through_the_blocked_products(stride, padding):
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), x, w, b)
 
 
-def test_float16_and_groups_keep_the_per_op_form(per_op):
+def test_float16_large_weights_and_groups_keep_the_per_op_form(per_op):
     native_or_skip()
-    assert fused_native.conv_runner(np.float16) is None
-    assert fused_numpy.conv_runner(np.float32) is None  # the twins write whole columns
+    assert fused_native.conv_runner(np.float16, (8, 8, 3, 3)) is None
+    assert fused_numpy.conv_runner(np.float32, (8, 8, 3, 3)) is None  # the twins write whole columns
+    assert fused_native.conv_runner(np.float32, (128, 64, 3, 3)) is not None  # 0.29 MB: blocked
+    assert fused_native.conv_runner(np.float32, (256, 256, 3, 3)) is None  # 2.4 MB: every block rereads
+    runner = fused_native.conv_runner(np.float32, (8, 8, 3, 3))
+    assert runner.transposes((4, 16, 9, 9), (1, 1)) and not runner.transposes((4, 3, 9, 9), (1, 1))
+    assert not runner.transposes((4, 16, 9, 9), (2, 1))
     run = lambda: conv_results(np.float64, (3, 4, 6, (6, 6)), (3, 3), 1, 1, 1, True, groups=2)  # noqa: E731
     for grouped, reference in zip(run(), per_op(run), strict=True):
         np.testing.assert_array_equal(grouped, reference)  # groups > 1: the same per-op code both times
@@ -94,7 +100,7 @@ def test_float16_and_groups_keep_the_per_op_form(per_op):
 
 def test_runner_rejects_a_non_contiguous_array():
     native_or_skip()
-    runner = fused_native.conv_runner(np.float32)
+    runner = fused_native.conv_runner(np.float32, (2, 1, 2, 2))
     x = np.zeros((1, 4, 4, 2), np.float32)
     w = np.zeros((4, 2), np.float32).T  # [2, 4] transposed view: not C-contiguous
     geometry = native_conv.geometry((2, 1, 4, 4), (2, 2), (3, 3), (1, 1), (0, 0, 0, 0), (1, 1))

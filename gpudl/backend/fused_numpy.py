@@ -575,7 +575,7 @@ def recurrence_runner(dtype):
     return None
 
 
-def conv_runner(dtype):
+def conv_runner(dtype, weight_shape):
     """None: here (and on the GPU) a convolution writes all its im2col columns, then multiplies
     (ops/conv.py); the host's compiled kernels work in cache-sized blocks (``native_conv.runner``)."""
     return None

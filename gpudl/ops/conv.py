@@ -70,7 +70,7 @@ class Conv2d(Function):
         self.device = self.backend.device_of(x)
         self.saved = (weight,)
         if self.groups == 1:
-            self.runner = self.backend.fused.conv_runner(x.dtype)
+            self.runner = self.backend.fused.conv_runner(x.dtype, weight.shape)
         if self.runner is not None:
             source = xp.ascontiguousarray(x.transpose(TO_BATCH_LAST))
             out = xp.empty((o, oh, ow, n), x.dtype)
@@ -110,7 +110,7 @@ class Conv2d(Function):
             gw = gemm(xp, grad3, self.columns.reshape(g, weight.size // o, length).transpose(0, 2, 1)).reshape(weight.shape)
         if self.needs_input_grad[2]:
             gb = grad3.reshape(o, length).sum(axis=1, dtype=accumulation_dtype(grad.dtype))
-        if self.needs_input_grad[0] and self.runner is not None and self.stride == (1, 1):
+        if self.needs_input_grad[0] and self.runner is not None and self.runner.transposes(self.x_shape, self.stride):
             gx = self._transposed_convolution(grad3, weight)
         elif self.needs_input_grad[0]:
             n, c, _, _ = self.x_shape
