@@ -82,7 +82,7 @@ def test_only_final_state_used_and_no_initial_state_gradient(per_step, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradcheck_through_the_whole_sequence_runner(kind):
     native_or_skip()
-    assert fused_native.recurrence_runner(np.float64) is not None
+    assert fused_native.recurrence_runner(np.float64, (12, 3)) is not None
     rng = np.random.default_rng(3)
     gates, hidden = GATES[kind], 3
     x, h0 = (gpudl.tensor(rng.standard_normal(s), requires_grad=True) for s in ((4, 3, 2), (3, hidden)))
@@ -102,12 +102,13 @@ def test_gradcheck_through_the_whole_sequence_runner(kind):
     assert gradcheck(lambda *a: list(function(*a)), *inputs)
 
 
-def test_runner_serves_float32_and_float64_only():
+def test_runner_serves_float32_and_float64_up_to_its_weight_size():
     native_or_skip()
-    assert fused_native.recurrence_runner(np.float32) is not None
-    assert fused_native.recurrence_runner(np.float64) is not None
-    assert fused_native.recurrence_runner(np.float16) is None
-    assert fused_numpy.recurrence_runner(np.float32) is None  # the twins step
+    assert fused_native.recurrence_runner(np.float32, (512, 128)) is not None
+    assert fused_native.recurrence_runner(np.float64, (512, 128)) is not None
+    assert fused_native.recurrence_runner(np.float16, (512, 128)) is None
+    assert fused_native.recurrence_runner(np.float32, (4096, 1024)) is None  # 16 MB: per step
+    assert fused_numpy.recurrence_runner(np.float32, (512, 128)) is None  # the twins step
 
 
 def test_no_runner_when_the_blas_keeps_its_own_threads(monkeypatch):
@@ -116,7 +117,7 @@ def test_no_runner_when_the_blas_keeps_its_own_threads(monkeypatch):
     blas.reset()
     try:
         assert blas.single_thread_gemm(np.float32) is None
-        assert fused_native.recurrence_runner(np.float32) is None
+        assert fused_native.recurrence_runner(np.float32, (24, 6)) is None
         outputs = layer("lstm", np.float32)  # the per-step form with OpenBLAS's own threads
         assert all(np.isfinite(o).all() for o in outputs)
     finally:
@@ -126,7 +127,7 @@ def test_no_runner_when_the_blas_keeps_its_own_threads(monkeypatch):
 
 def test_runner_rejects_a_non_contiguous_operand():
     native_or_skip()
-    runner = fused_native.recurrence_runner(np.float32)
+    runner = fused_native.recurrence_runner(np.float32, (6, 6))
     w = np.zeros((6, 6), np.float32).T  # a transposed view
     hs, xw, hw = np.zeros((3, 2, 6), np.float32), np.zeros((2, 2, 6), np.float32), np.zeros((2, 6), np.float32)
     with pytest.raises(ValueError, match="C-contiguous float32"):

@@ -568,7 +568,7 @@ sgd_foreach, adam_foreach = per_tensor(sgd_update), per_tensor(adam_update)
 # per-sequence buffers) and returns None. States are [B, H]; gate rows [B, G*H]. ``lengths`` is an
 # int64 array [B] (row b is valid at step t when t < lengths[b]) or None (every row valid).
 
-def recurrence_runner(dtype):
+def recurrence_runner(dtype, weight_shape):
     """None: here (and on the GPU) a recurrent layer runs one step at a time, a product and a
     cell call each (ops/rnn.py); the host's compiled kernels run whole sequences
     (``native_recurrence.runner``)."""

@@ -18,12 +18,18 @@ Used for float32 and float64 while the BLAS runs on gpudl's OpenMP threads
 """
 import ctypes
 import functools
+import math
 
 import numpy
 
 from . import host_compiler, native_kernels, openblas_pool, serial_gemm_loops
 from .kernel_specs import preamble
 
+
+# Every thread multiplies its rows by all of W_hh each step (the per-step form splits W's columns
+# between threads): LSTM, batch 32, 2 threads, forward + backward against the per-step form:
+# hidden 256 (1 MB) 1.22x, 512 (4 MB) 1.00x, 1024 (16 MB) 0.81x.
+MAX_WEIGHT_BYTES = 1 << 21
 
 _SOURCE = r"""
 namespace gpudl_recurrence {
@@ -267,7 +273,10 @@ def all_valid_lengths(batch):
     return lengths
 
 
-def runner(dtype):
-    """The :class:`Runner` for ``dtype``, or None where the per-step form runs instead: float16,
-    or a BLAS that keeps its own threads (``blas.single_thread_gemm``)."""
+def runner(dtype, weight_shape):
+    """The :class:`Runner` for ``dtype`` and recurrent weights of ``weight_shape``, or None where
+    the per-step form runs instead: float16, weights over ``MAX_WEIGHT_BYTES``, or a BLAS that
+    keeps its own threads (``blas.single_thread_gemm``)."""
+    if math.prod(weight_shape) * numpy.dtype(dtype).itemsize > MAX_WEIGHT_BYTES:
+        return None
     return serial_gemm_loops.runner(Runner, dtype)

@@ -105,7 +105,7 @@ class _Recurrence(Function):
         hw = self._buffer((batch, self.gates * hidden), x.dtype)
         w_rec, rec_buffers = self._recurrent_weight(w_hh)
         fused = self.backend.fused
-        self.runner = fused.recurrence_runner(x.dtype)
+        self.runner = fused.recurrence_runner(x.dtype, w_hh.shape)
         if self.runner is not None:
             self._sequence_forward(cell, xw, hw, hs, w_rec)
         else:
