@@ -1,23 +1,24 @@
-"""Convolution products on the host in cache-sized blocks: im2col and GEMM per block of output rows.
+"""Convolution products on the host in cache-sized blocks: im2col and GEMM per block of positions.
 
 The per-op form (ops/conv.py) writes all of a layer's im2col columns, a KH*KW-fold copy of its
 input, then multiplies them: at the bench CNN's second layer and batch 32, 7.2 MB written and read
 back for every product, twice the L2 of this machine. Here each OpenMP thread takes whole output
-rows, or pieces of one (window positions with all their batch elements), lays out their columns with the
-``im2col`` device function of kernels/conv.cuh (the same source as the GPU's and the per-op
-launch) into a buffer of its own that stays in L2, and multiplies them at once with the BLAS's
-single-threaded ``cblas_?gemm`` (``blas.single_thread_gemm``):
+rows, or pieces of one (window positions with all their batch elements), lays out their columns
+with the ``im2col`` device function of kernels/conv.cuh (the same source as the GPU's and the
+per-op launch) into a buffer of its own that stays in L2, and multiplies them at once with the
+BLAS's single-threaded ``cblas_?gemm`` (``blas.single_thread_gemm``, in ``sliced_gemm``'s pieces):
 
 * forward: ``out[:, rows] = W [O, C*KH*KW] @ cols(rows)`` (+ bias, while the block is in cache);
 * weight gradient: ``gW += g[:, rows] @ cols(rows).T`` into one partial sum per thread, added
   in thread order at the end (deterministic for a given thread count);
-* input gradient at stride 1: the same forward, over the output gradient with the kernel flipped
-  and its in/out channels swapped, and padding ``dilation * (K - 1) - pad`` (the transposed
-  convolution), instead of a column gradient and col2im.
+* input gradient at stride 1 and from ``MIN_TRANSPOSED_CHANNELS`` input channels: the same
+  forward, over the output gradient with the kernel flipped and its in/out channels swapped, and
+  padding ``dilation * (K - 1) - pad`` (the transposed convolution), instead of a column gradient
+  and col2im.
 
 Layouts are ops/conv.py's: batch-last [C, H, W, N] inputs and [O, OH, OW, N] outputs, C-contiguous.
-float32 and float64, groups = 1, and only where the BLAS runs on gpudl's threads; the rest keeps
-the per-op form.
+float32 and float64, groups = 1, weights up to ``MAX_WEIGHT_BYTES``, and only where the BLAS runs
+on gpudl's threads; the rest keeps the per-op form.
 """
 import ctypes
 import math

@@ -13,8 +13,8 @@ for them (``openblas_pool.GEMM_PREAMBLE``'s sliced_gemm): one LSTM layer, hidden
 per step forward and backward, 41.7 and 36.5 us at batch 32 in one product per thread, 27.0 and
 20.4 us in chunks of 12 rows; slices of columns did as well at batch 32 and 3-9% better from 64.
 
-Used for float32 and float64 while the BLAS runs on gpudl's OpenMP threads
-(``blas.single_thread_gemm``); float16 and the twins keep the per-step form.
+Used for float32 and float64, recurrent weights up to ``MAX_WEIGHT_BYTES``, while the BLAS runs on
+gpudl's OpenMP threads (``blas.single_thread_gemm``); the rest keeps the per-step form.
 """
 import ctypes
 import functools
@@ -24,7 +24,6 @@ import numpy
 
 from . import host_compiler, native_kernels, openblas_pool, serial_gemm_loops
 from .kernel_specs import preamble
-
 
 # Every thread multiplies its rows by all of W_hh each step (the per-step form splits W's columns
 # between threads): LSTM, batch 32, 2 threads, forward + backward against the per-step form:
