@@ -12,9 +12,9 @@ from gpudl.backend.erf import erf as erf64
 
 FUNCTIONS = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
              "erf": erf64}
-# exp and tanh compute in float (< 1 and < 1.03 ulp measured), the others in double and round
-# once (correctly rounded but for near-ties); CUDA's expf and tanhf allow 2 ulp.
-MAX_ULP = {"exp": 1.0, "tanh": 1.1, "expm1": 0.501, "log": 0.501, "log1p": 0.501, "erf": 0.501}
+# exp, tanh and erf compute in float (< 1, < 1.03 and < 1.32 ulp measured), the others in double
+# and round once (correctly rounded but for near-ties); CUDA's expf, tanhf and erff allow 2 ulp.
+MAX_ULP = {"exp": 1.0, "tanh": 1.1, "expm1": 0.501, "log": 0.501, "log1p": 0.501, "erf": 1.35}
 LOOPS = "\n".join(
     f'extern "C" void apply_{name}(const float* x, float* y, long long n) {{\n'
     f"  for (long long i = 0; i < n; ++i) y[i] = {name}(x[i]);\n}}" for name in FUNCTIONS)
