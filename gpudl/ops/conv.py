@@ -17,10 +17,11 @@ so the next layer, and the gradient coming back, usually arrive in this layout a
 without copying.
 
 Where the backend has a runner for blocked products (``fused.conv_runner``: the host's compiled
-kernels, gpudl.backend.native_conv; groups = 1) the columns are never written whole: each thread
-lays out and multiplies the columns of a few output rows at a time, the weight gradient recomputes
-them from the kept input, and at stride 1 the input gradient is the transposed convolution (the
-flipped kernel over the output gradient) instead of a column gradient and col2im.
+kernels, gpudl.backend.native_conv; groups = 1 and small weights) the columns are never written
+whole: each thread lays out and multiplies the columns of a few output positions at a time, the
+weight gradient recomputes them from the kept input, and at stride 1 with enough input channels
+(``runner.transposes``) the input gradient is the transposed convolution (the flipped kernel over
+the output gradient) instead of a column gradient and col2im.
 """
 from ..autograd.function import Function
 from ..autograd.grad_mode import grad_mode
