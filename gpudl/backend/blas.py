@@ -255,7 +255,9 @@ def _numpy_gemm():
             return (functools.partial(cblas_matmul, _pooled.multiply, _pooled.entries,
                                       batch_dims=_pooled.batch_dims),
                     f"shared: NumPy's OpenBLAS on one thread per block, gpudl's {_pooled.threads} OpenMP "
-                    f"threads ({_pooled.openblas.path})", _pooled.threads)
+                    f"threads ({_pooled.openblas.path}; {_pooled.openblas.core} kernels, "
+                    f"{'blocks sliced for its small-matrix kernels' if _pooled.small_matrix else 'blocks whole'})",
+                    _pooled.threads)
         except (OSError, AttributeError, host_compiler.CompilerUnavailable,
                 host_compiler.HostCompileError) as exc:
             why = f"OpenBLAS cannot be shared: {str(exc).splitlines()[0]}"
