@@ -144,8 +144,8 @@ extern "C" int gpudl_pool_threads() { return omp_get_max_threads(); }
 """
 
 
-# OpenBLAS's kernels for these cores multiply small matrices directly, without packing or
-# OpenBLAS's buffer pool, when M*N*K <= 100^3 (its gemm_small_kernel_permit): one thread, OpenBLAS
+# OpenBLAS's kernels for these cores multiply small matrices directly, without packing, when
+# M*N*K <= 100^3 (its gemm_small_kernel_permit): one thread, OpenBLAS
 # 0.3.31 on an AMD EPYC, the [m, 128] @ [128, 512] product took 10.1 us at m = 8, 14.7 us at
 # m = 12 and 33.1 us at m = 16. A block of a pooled product is therefore multiplied in column
 # slices of a multiple of 32 within that limit where one exists: 2 threads, us, whole block ->
