@@ -19,8 +19,7 @@ from . import host_compiler
 from .fused_numpy import _check_float
 from .kernel_launch import adam_arguments, sgd_arguments, spec_order
 from .kernel_specs import KERNELS
-from .native_kernels import (C_TYPES, PARALLEL_MIN, PARALLEL_MIN_CHEAP, _serial_after_fork, dtype_signatures, kernel,
-                             parse_params)
+from .native_kernels import C_TYPES, _serial_after_fork, dtype_signatures, kernel, parallel_min, parse_params
 
 OPS = ("sgd", "sgd_momentum", "adam", "adam_amsgrad")
 _SCALAR_CTYPES = {"float64": ctypes.c_double, "bool": ctypes.c_bool}
@@ -125,8 +124,7 @@ def library_source():
     parts = [host_compiler.SHIM, host_compiler.PYTHON_ARRAYS, host_compiler.OPENMP_SERIAL,
              KERNELS[OPS[0]]["preamble"], _RUNTIME]
     for op in OPS:
-        parallel_min = PARALLEL_MIN_CHEAP if op.startswith("sgd") else PARALLEL_MIN
-        parts += [_entry_source(op, index, dtypes, parallel_min)
+        parts += [_entry_source(op, index, dtypes, parallel_min(op))
                   for index, dtypes in enumerate(dtype_signatures(op))]
     return "\n".join(parts)
 

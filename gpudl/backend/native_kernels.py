@@ -38,15 +38,21 @@ _CTYPES_SCALAR = {"float32": ctypes.c_float, "float64": ctypes.c_double, "int32"
 # need more elements than those calling exp/erf/tanh per element.
 PARALLEL_MIN = 1 << 13
 PARALLEL_MIN_CHEAP = 1 << 16
-_CHEAP = frozenset({"relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
-                    "sgd", "sgd_momentum", "check_class_indices"})
-# Kernels whose index covers many elements use the threads from fewer indices, about as many
-# elements as the rest: max pooling (a run of up to 64 batch elements times the window's taps; at
-# 8,192 indices a 2x2 pool of [32, 32, 28, 28] stayed on one thread, forward 260 us on 1 and on 2),
-# masked softmax (a row of scores), layer norm (a row forward, 64 rows backward).
-_PARALLEL_MIN_OF = {"max_pool2d_forward": 1 << 10, "max_pool2d_backward": 1 << 10,
-                    "masked_softmax_forward": 1 << 9, "masked_softmax_backward": 1 << 9,
-                    "layer_norm_forward": 1 << 7, "layer_norm_backward": 2}
+_PARALLEL_MIN_OF = {
+    **dict.fromkeys(("relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+                     "sgd", "sgd_momentum", "check_class_indices"), PARALLEL_MIN_CHEAP),
+    # Kernels whose index covers many elements use the threads from fewer indices, about as many
+    # elements as the rest: max pooling (a run of up to 64 batch elements times the window's taps;
+    # at 8,192 indices a 2x2 pool of [32, 32, 28, 28] stayed on one thread, forward 260 us on 1 and
+    # on 2), masked softmax (a row of scores), layer norm (a row forward, 64 rows backward).
+    "max_pool2d_forward": 1 << 10, "max_pool2d_backward": 1 << 10,
+    "masked_softmax_forward": 1 << 9, "masked_softmax_backward": 1 << 9,
+    "layer_norm_forward": 1 << 7, "layer_norm_backward": 2}
+
+
+def parallel_min(name):
+    """The indices from which kernel ``name``'s host loop runs on all OpenMP threads."""
+    return _PARALLEL_MIN_OF.get(name, PARALLEL_MIN)
 
 
 class Param:
@@ -413,6 +419,5 @@ def _dense(a):
 @functools.cache
 def kernel(name):
     """The :class:`NativeKernel` for ``kernel_specs.KERNELS[name]`` (built and loaded once)."""
-    parallel_min = PARALLEL_MIN_CHEAP if name in _CHEAP else _PARALLEL_MIN_OF.get(name, PARALLEL_MIN)
     signatures = dtype_signatures(name)
-    return NativeKernel(name, load_entries(KERNELS[name], signatures, parallel_min=parallel_min))
+    return NativeKernel(name, load_entries(KERNELS[name], signatures, parallel_min=parallel_min(name)))
