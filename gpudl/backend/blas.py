@@ -200,9 +200,7 @@ def choose():
         decided = replace(decided, pool=pool, threads=pool_threads)
         _serial_gemm = {}
         if pool_threads:
-            small = (openblas_pool.SMALL_MATRIX_MNK
-                     if _pooled.openblas.core.lower() in openblas_pool.SMALL_MATRIX_CORES else 0)
-            _serial_gemm = {dtype: SerialGemm(address, _pooled.openblas.ilp64, small)
+            _serial_gemm = {dtype: SerialGemm(address, _pooled.openblas.ilp64, _pooled.small_matrix_mnk)
                             for dtype, (_, address) in _pooled.entries.items()}
     _choice = decided
     return _choice
@@ -256,7 +254,7 @@ def _numpy_gemm():
                                       batch_dims=_pooled.batch_dims),
                     f"shared: NumPy's OpenBLAS on one thread per block, gpudl's {_pooled.threads} OpenMP "
                     f"threads ({_pooled.openblas.path}; {_pooled.openblas.core} kernels, "
-                    f"{'blocks sliced for its small-matrix kernels' if _pooled.small_matrix else 'blocks whole'})",
+                    f"{'blocks sliced for its small-matrix kernels' if _pooled.small_matrix_mnk else 'blocks whole'})",
                     _pooled.threads)
         except (OSError, AttributeError, host_compiler.CompilerUnavailable,
                 host_compiler.HostCompileError) as exc:

@@ -21,7 +21,6 @@ float32 and float64, groups = 1, weights up to ``MAX_WEIGHT_BYTES``, and only wh
 on gpudl's threads; the rest keeps the per-op form.
 """
 import ctypes
-import math
 
 import numpy
 
@@ -183,7 +182,7 @@ class Runner:
         lib = host_compiler.build(library_source(), name="conv-blocks")
         native_kernels._serial_after_fork(lib)
         self.dtype, self.gemm = numpy.dtype(dtype), gemm
-        suffix = serial_gemm_loops.entry_suffix(dtype, gemm.ilp64)
+        suffix = openblas_pool.entry_suffix(dtype, gemm.ilp64)
         pointer, integer = ctypes.c_void_p, ctypes.c_longlong
         self._forward = getattr(lib, f"gpudl_conv_forward_{suffix}")
         self._forward.argtypes = [pointer] * 5 + [integer, pointer, integer, integer, integer]
@@ -241,6 +240,4 @@ def runner(dtype, weight_shape):
     """The :class:`Runner` for a convolution of ``dtype`` with weights of ``weight_shape``, or None
     where the per-op form runs instead: float16, weights over ``MAX_WEIGHT_BYTES``, or a BLAS that
     keeps its own threads (``blas.single_thread_gemm``)."""
-    if math.prod(weight_shape) * numpy.dtype(dtype).itemsize > MAX_WEIGHT_BYTES:
-        return None
-    return serial_gemm_loops.runner(Runner, dtype)
+    return serial_gemm_loops.runner(Runner, dtype, weight_shape, MAX_WEIGHT_BYTES)

@@ -18,7 +18,6 @@ gpudl's OpenMP threads (``blas.single_thread_gemm``); the rest keeps the per-ste
 """
 import ctypes
 import functools
-import math
 
 import numpy
 
@@ -205,7 +204,7 @@ _CTYPES = {"bool": ctypes.c_bool, "long long": ctypes.c_longlong}
 
 def entry_name(loop, dtype, ilp64):
     """The exported symbol of ``loop`` for ``dtype`` and a BLAS with 64-bit (or 32-bit) integers."""
-    return f"gpudl_{loop}_{serial_gemm_loops.entry_suffix(dtype, ilp64)}"
+    return f"gpudl_{loop}_{openblas_pool.entry_suffix(dtype, ilp64)}"
 
 
 def library_source():
@@ -276,6 +275,4 @@ def runner(dtype, weight_shape):
     """The :class:`Runner` for ``dtype`` and recurrent weights of ``weight_shape``, or None where
     the per-step form runs instead: float16, weights over ``MAX_WEIGHT_BYTES``, or a BLAS that
     keeps its own threads (``blas.single_thread_gemm``)."""
-    if math.prod(weight_shape) * numpy.dtype(dtype).itemsize > MAX_WEIGHT_BYTES:
-        return None
-    return serial_gemm_loops.runner(Runner, dtype)
+    return serial_gemm_loops.runner(Runner, dtype, weight_shape, MAX_WEIGHT_BYTES)

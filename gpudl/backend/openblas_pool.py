@@ -210,10 +210,9 @@ class PooledGemm:
         self.openblas = openblas
         lib = host_compiler.build(host_compiler.OPENMP_SERIAL + _SOURCE, name="pooled-gemm")
         native_kernels._serial_after_fork(lib)  # the same one-thread-after-fork handler as the kernels
-        width = "i64" if openblas.ilp64 else "i32"
         self.entries = {}
-        for dtype, suffix in ((numpy.dtype(numpy.float32), "f32"), (numpy.dtype(numpy.float64), "f64")):
-            entry = getattr(lib, f"gpudl_pooled_gemm_{suffix}_{width}")
+        for dtype in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)):
+            entry = getattr(lib, f"gpudl_pooled_gemm_{entry_suffix(dtype, openblas.ilp64)}")
             entry.restype = None
             entry.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + [ctypes.c_longlong] * 5
                               + [ctypes.c_void_p] + [ctypes.c_longlong] * 3
@@ -221,7 +220,8 @@ class PooledGemm:
                               + [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong])
             self.entries[dtype] = (entry, ctypes.cast(openblas.gemm[dtype], ctypes.c_void_p).value)
         self.threads = lib.gpudl_pool_threads()
-        self.small_matrix = openblas.core.lower() in SMALL_MATRIX_CORES
+        # the products' limit for sliced_gemm: OpenBLAS's small-matrix kernels' where it has them
+        self.small_matrix_mnk = SMALL_MATRIX_MNK if openblas.core.lower() in SMALL_MATRIX_CORES else 0
         self.own_count = openblas.get_threads()
 
     def share_threads(self):
@@ -244,11 +244,15 @@ class PooledGemm:
         a, trans_a, lda, (outer_a, inner_a) = cblas_operand(a)
         b, trans_b, ldb, (outer_b, inner_b) = cblas_operand(b)
         entry(function, trans_a, trans_b, outer, inner, m, n, k, a.ctypes.data, lda, outer_a, inner_a,
-              b.ctypes.data, ldb, outer_b, inner_b, c.ctypes.data, PARALLEL_MIN,
-              SMALL_MATRIX_MNK if self.small_matrix else 0)
+              b.ctypes.data, ldb, outer_b, inner_b, c.ctypes.data, PARALLEL_MIN, self.small_matrix_mnk)
 
 
 NO_TRANS, TRANS = 111, 112
+
+
+def entry_suffix(dtype, ilp64):
+    """``f32_i32`` ... ``f64_i64``: the dtype and the BLAS's integer width of a compiled entry."""
+    return f"f{numpy.dtype(dtype).itemsize * 8}_{'i64' if ilp64 else 'i32'}"
 
 
 def cblas_operand(x):

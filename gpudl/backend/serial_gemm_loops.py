@@ -1,19 +1,15 @@
 """The Python side that the host loops issuing their own single-threaded BLAS products share
-(``native_recurrence``, ``native_conv``; their C++ side starts from ``openblas_pool.GEMM_PREAMBLE``):
-the dtypes they serve, their entry names, the check of the arrays they are given, and one runner
-per dtype and BLAS."""
+(``native_recurrence``, ``native_conv``; their C++ side starts from ``openblas_pool.GEMM_PREAMBLE``,
+their entries are named by ``openblas_pool.entry_suffix``): the dtypes they serve, the check of the
+arrays they are given, and one runner per dtype and BLAS."""
 import functools
+import math
 
 import numpy
 
 from . import blas
 
 C_TYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
-
-
-def entry_suffix(dtype, ilp64):
-    """``f32_i32`` ... ``f64_i64``: the dtype and the BLAS's integer width of a compiled entry."""
-    return f"f{numpy.dtype(dtype).itemsize * 8}_{'i64' if ilp64 else 'i32'}"
 
 
 def data_pointer(op, array, dtype):
@@ -25,12 +21,13 @@ def data_pointer(op, array, dtype):
     return array.ctypes.data
 
 
-def runner(runner_class, dtype):
+def runner(runner_class, dtype, weight_shape, max_weight_bytes):
     """``runner_class(dtype, gemm)`` (built once per dtype and BLAS) with the BLAS's
     ``blas.single_thread_gemm``, or None where the loops do not serve: dtypes other than float32
-    and float64, or a BLAS that keeps threads of its own."""
+    and float64, weights of ``weight_shape`` over ``max_weight_bytes``, or a BLAS that keeps threads
+    of its own."""
     dtype = numpy.dtype(dtype)
-    if dtype not in C_TYPES:
+    if dtype not in C_TYPES or math.prod(weight_shape) * dtype.itemsize > max_weight_bytes:
         return None
     gemm = blas.single_thread_gemm(dtype)
     return None if gemm is None else _cached(runner_class, dtype, gemm)
