@@ -36,6 +36,7 @@ MAX_WEIGHT_BYTES = 1 << 19
 MIN_TRANSPOSED_CHANNELS = 16
 
 _SOURCE = r"""
+#include <memory>
 #include <vector>
 namespace gpudl_conv {
 using namespace gpudl_blas;
@@ -100,13 +101,13 @@ void forward(void* function, const T* x, const T* w, const T* bias, T* out, long
   const long long R = g.rows(), L = g.OH * g.OW * g.N, blocks = block_count(g, positions);
 #pragma omp parallel num_threads(threads_for(double(O) * R * L, parallel_min, blocks))
   {
-    std::vector<T> buf(R * positions * g.N);
+    const std::unique_ptr<T[]> buf(new T[R * positions * g.N]);  // no zero fill: every use writes it first
 #pragma omp for schedule(static)
     for (long long b = 0; b < blocks; ++b) {
       const Block k = block_of(b, g, positions);
-      block_columns(x, g, k, buf.data());
+      block_columns(x, g, k, buf.get());
       T* o = out + k.first;
-      sliced_gemm<I, T>(function, NO_TRANS, NO_TRANS, O, k.width, R, w, R, buf.data(), k.width, T(0), o,
+      sliced_gemm<I, T>(function, NO_TRANS, NO_TRANS, O, k.width, R, w, R, buf.get(), k.width, T(0), o,
                         L, small_mnk);
       if (bias)
         for (long long c = 0; c < O; ++c) {
@@ -129,13 +130,13 @@ void weight_grad(void* function, const T* x, const T* gy, T* gw, long long O, Ge
   {
     const int id = omp_get_thread_num();
     T* sum = id == 0 ? gw : partial.data() + (id - 1) * O * R;  // thread 0 sums into gw itself
-    std::vector<T> buf(R * positions * g.N);
+    const std::unique_ptr<T[]> buf(new T[R * positions * g.N]);  // no zero fill: every use writes it first
     T beta = T(0);
 #pragma omp for schedule(static)
     for (long long b = 0; b < blocks; ++b) {
       const Block k = block_of(b, g, positions);
-      block_columns(x, g, k, buf.data());
-      sliced_gemm<I, T>(function, NO_TRANS, TRANS, O, R, k.width, gy + k.first, L, buf.data(), k.width,
+      block_columns(x, g, k, buf.get());
+      sliced_gemm<I, T>(function, NO_TRANS, TRANS, O, R, k.width, gy + k.first, L, buf.get(), k.width,
                         beta, sum, R, small_mnk);
       beta = T(1);
     }
