@@ -9,15 +9,9 @@ import pytest
 
 import gpudl
 from gpudl.autograd import gradcheck
-from gpudl.backend import blas, cpu_kernels, fused_native, fused_numpy, native_conv
+from gpudl.backend import fused_native, fused_numpy, native_conv
 from gpudl.nn import functional as F
-
-
-def native_or_skip():
-    if cpu_kernels.status().path != "native":
-        pytest.skip(f"the compiled CPU kernels are not in use ({cpu_kernels.status().reason})")
-    if blas.single_thread_gemm(np.float32) is None:
-        pytest.skip(f"the BLAS keeps threads of its own: {blas.describe()}")
+from tests.native_loop_helpers import native_or_skip, without_runner
 
 
 def conv_results(dtype, shape, kernel, stride, padding, dilation, bias, groups=1):
@@ -35,11 +29,7 @@ def conv_results(dtype, shape, kernel, stride, padding, dilation, bias, groups=1
 @pytest.fixture
 def per_op(monkeypatch):
     """Runs ``function()`` with the per-op form (no blocked runner)."""
-    def run(function):
-        with monkeypatch.context() as patch:
-            patch.setattr(fused_native, "conv_runner", fused_numpy.conv_runner)
-            return function()
-    return run
+    return without_runner(monkeypatch, "conv_runner")
 
 
 # (N, C, O, (H, W)): the input gradient by col2im below 16 input channels, else transposed

@@ -7,28 +7,18 @@ import pytest
 
 import gpudl
 from gpudl.autograd import gradcheck
-from gpudl.backend import blas, cpu_kernels, fused_native, fused_numpy
+from gpudl.backend import blas, fused_native, fused_numpy
 from gpudl.ops import rnn
+from tests.native_loop_helpers import native_or_skip, without_runner
 
 KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
-def native_or_skip():
-    if cpu_kernels.status().path != "native":
-        pytest.skip(f"the compiled CPU kernels are not in use ({cpu_kernels.status().reason})")
-    if blas.single_thread_gemm(np.float32) is None:
-        pytest.skip(f"the BLAS keeps threads of its own: {blas.describe()}")
-
-
 @pytest.fixture
 def per_step(monkeypatch):
     """Runs ``function()`` with the per-step form (no whole-sequence runner)."""
-    def run(function):
-        with monkeypatch.context() as patch:
-            patch.setattr(fused_native, "recurrence_runner", fused_numpy.recurrence_runner)
-            return function()
-    return run
+    return without_runner(monkeypatch, "recurrence_runner")
 
 
 def layer(kind, dtype, *, reverse=False, lengths=None, batch=5, steps=4, features=3, hidden=6,
